@@ -1,0 +1,547 @@
+//! The FUSE adapter: inode numbers, attributes, directory listings, file
+//! handles and errno values. Everything about images lives below, in
+//! [`Pool`] and [`Image`].
+//!
+//! Tree: `/IMAGE` (the head of each image), `/.snap/IMAGE/SNAP` (read-only
+//! snapshot files). `touch /.snap/IMAGE/NAME` creates snapshot NAME and
+//! `rm` removes it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+use log::{debug, error, warn};
+use parking_lot::Mutex;
+
+use crate::format::valid_file_name;
+use crate::image::{Image, ImageError};
+use crate::pool::Pool;
+use crate::store::{NOSNAP, SnapId};
+
+/// Name of the directory that holds the snapshots.
+pub const SNAP_DIR: &str = ".snap";
+
+/// How long the kernel may cache names and attributes. Short, because
+/// other clients resize images and take snapshots.
+const TTL: Duration = Duration::from_secs(1);
+
+const ROOT: u64 = 1;
+const SNAP_ROOT: u64 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Node {
+    Root,
+    SnapRoot,
+    Image(String),
+    SnapDir(String),
+    Snap(String, String),
+}
+
+/// Inode numbers for names, stable for the life of the mount.
+struct Inodes {
+    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, Node>,
+    next: u64,
+}
+
+impl Inodes {
+    fn new() -> Inodes {
+        let mut t = Inodes {
+            by_node: HashMap::new(),
+            by_ino: HashMap::new(),
+            next: 3,
+        };
+        t.by_node.insert(Node::Root, ROOT);
+        t.by_ino.insert(ROOT, Node::Root);
+        t.by_node.insert(Node::SnapRoot, SNAP_ROOT);
+        t.by_ino.insert(SNAP_ROOT, Node::SnapRoot);
+        t
+    }
+
+    fn ino(&mut self, node: Node) -> u64 {
+        if let Some(&ino) = self.by_node.get(&node) {
+            return ino;
+        }
+        let ino = self.next;
+        self.next += 1;
+        self.by_node.insert(node.clone(), ino);
+        self.by_ino.insert(ino, node);
+        ino
+    }
+}
+
+/// An open file: the image and the snap id it reads at (NOSNAP: the head).
+struct Handle {
+    image: Arc<Image>,
+    snap: SnapId,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    pub read_only: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub struct RbdFs {
+    pool: Arc<Pool>,
+    opts: FsOptions,
+    inodes: Mutex<Inodes>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    mounted_at: SystemTime,
+}
+
+fn errno_of(what: &str, e: &ImageError) -> Errno {
+    if e.is_expected() {
+        debug!("{what}: {e}");
+    } else {
+        warn!("{what}: {e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn name_str(name: &OsStr) -> Option<&str> {
+    name.to_str().filter(|n| valid_file_name(n))
+}
+
+impl RbdFs {
+    pub fn new(pool: Arc<Pool>, opts: FsOptions) -> RbdFs {
+        RbdFs {
+            pool,
+            opts,
+            inodes: Mutex::new(Inodes::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.inodes
+            .lock()
+            .by_ino
+            .get(&ino.0)
+            .cloned()
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn dir_attr(&self, ino: u64) -> FileAttr {
+        self.attr(ino, FileType::Directory, 0o755, 0)
+    }
+
+    /// Opens (or refreshes) the image behind a name; a corrupt or vanished
+    /// image is dropped from the cache so the next use tries afresh.
+    fn image(&self, name: &str) -> Result<Arc<Image>, Errno> {
+        self.pool.image(name).map_err(|e| {
+            self.pool.forget(name);
+            errno_of(&format!("open {name}"), &e)
+        })
+    }
+
+    /// Attributes of a node, reading image headers as needed.
+    fn node_attr(&self, ino: u64, node: &Node) -> Result<FileAttr, Errno> {
+        match node {
+            Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
+            Node::SnapDir(name) => {
+                self.image(name)?;
+                Ok(self.dir_attr(ino))
+            }
+            Node::Image(name) => {
+                let info = self.image(name)?.info();
+                let writable = !self.opts.read_only && info.read_only.is_none();
+                let perm = if writable { 0o644 } else { 0o444 };
+                Ok(self.attr(ino, FileType::RegularFile, perm, info.size))
+            }
+            Node::Snap(name, snap) => {
+                let info = self.image(name)?.info();
+                let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
+                Ok(self.attr(ino, FileType::RegularFile, 0o444, s.size))
+            }
+        }
+    }
+
+    fn lookup_node(&self, parent: &Node, name: &str) -> Result<Node, Errno> {
+        match parent {
+            Node::Root if name == SNAP_DIR => Ok(Node::SnapRoot),
+            Node::Root => Ok(Node::Image(name.to_string())),
+            Node::SnapRoot => Ok(Node::SnapDir(name.to_string())),
+            Node::SnapDir(image) => Ok(Node::Snap(image.clone(), name.to_string())),
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    fn entry(&self, node: Node) -> Result<FileAttr, Errno> {
+        let ino = self.inodes.lock().ino(node.clone());
+        self.node_attr(ino, &node)
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<(Arc<Image>, SnapId), Errno> {
+        self.handles
+            .lock()
+            .get(&fh.0)
+            .map(|h| (h.image.clone(), h.snap))
+            .ok_or(Errno::EBADF)
+    }
+
+    fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, Handle { image, snap });
+        FileHandle(fh)
+    }
+
+    /// Entries of a directory: (inode, type, name), without `.`/`..`.
+    fn list(&self, node: &Node) -> Result<Vec<(u64, FileType, String)>, Errno> {
+        let mut out = Vec::new();
+        let add = |node: Node, kind: FileType, name: String, out: &mut Vec<_>| {
+            let ino = self.inodes.lock().ino(node);
+            out.push((ino, kind, name));
+        };
+        match node {
+            Node::Root | Node::SnapRoot => {
+                if *node == Node::Root {
+                    out.push((SNAP_ROOT, FileType::Directory, SNAP_DIR.to_string()));
+                }
+                let names = self.pool.list().map_err(|e| {
+                    warn!("listing images: {e}");
+                    Errno::EIO
+                })?;
+                for name in names {
+                    if name == SNAP_DIR {
+                        warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
+                        continue;
+                    }
+                    if *node == Node::Root {
+                        add(Node::Image(name.clone()), FileType::RegularFile, name, &mut out);
+                    } else {
+                        add(Node::SnapDir(name.clone()), FileType::Directory, name, &mut out);
+                    }
+                }
+            }
+            Node::SnapDir(image) => {
+                let info = self.image(image)?.current_info().map_err(|e| errno_of(image, &e))?;
+                for s in &info.snapshots {
+                    if valid_file_name(&s.name) {
+                        add(
+                            Node::Snap(image.clone(), s.name.clone()),
+                            FileType::RegularFile,
+                            s.name.clone(),
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            _ => return Err(Errno::ENOTDIR),
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for RbdFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large requests mean fewer round trips through FUSE and RADOS.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let result = (|| {
+            let parent = self.node(parent)?;
+            let name = name_str(name).ok_or(Errno::ENOENT)?;
+            let node = self.lookup_node(&parent, name)?;
+            self.entry(node)
+        })();
+        match result {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino).and_then(|n| self.node_attr(ino.0, &n)) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let result = (|| {
+            let node = self.node(ino)?;
+            let attr = self.node_attr(ino.0, &node)?;
+            let changes_content = mode.is_some() || uid.is_some() || gid.is_some() || size.is_some_and(|s| s != attr.size);
+            // Time updates (touch, cp -p) are accepted and not stored: RBD
+            // keeps no per-image times we could set.
+            if !changes_content {
+                return Ok(attr);
+            }
+            match node {
+                Node::Snap(..) => Err(Errno::EROFS),
+                _ if self.opts.read_only => Err(Errno::EROFS),
+                Node::Image(name) if size.is_some() => {
+                    warn!("image {name}: resizing through the filesystem is not supported yet");
+                    Err(Errno::EOPNOTSUPP)
+                }
+                _ => Err(Errno::EPERM),
+            }
+        })();
+        match result {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let wants_write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let result = (|| {
+            match self.node(ino)? {
+                Node::Image(name) => {
+                    let image = self.image(&name)?;
+                    // Opening is where a user expects to see other clients'
+                    // changes, so re-read the header.
+                    let info = image.refresh().map_err(|e| errno_of(&name, &e))?;
+                    if wants_write && (self.opts.read_only || info.read_only.is_some()) {
+                        return Err(Errno::EROFS);
+                    }
+                    Ok(self.add_handle(image, NOSNAP))
+                }
+                Node::Snap(name, snap) => {
+                    if wants_write {
+                        return Err(Errno::EROFS);
+                    }
+                    let image = self.image(&name)?;
+                    let info = image.refresh().map_err(|e| errno_of(&name, &e))?;
+                    let id = info.snapshot(&snap).ok_or(Errno::ENOENT)?.id;
+                    Ok(self.add_handle(image, id))
+                }
+                _ => Err(Errno::EISDIR),
+            }
+        })();
+        match result {
+            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let result = self.handle(fh).and_then(|(image, snap)| {
+            image
+                .read(snap, offset, size as u64)
+                .map_err(|e| errno_of(&format!("read {}", image.name()), &e))
+        });
+        match result {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let result = self.handle(fh).and_then(|(image, snap)| {
+            if snap != NOSNAP || self.opts.read_only {
+                return Err(Errno::EROFS);
+            }
+            image
+                .write(offset, data)
+                .map_err(|e| errno_of(&format!("write {}", image.name()), &e))
+        });
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        // Writes are acknowledged only once RADOS has them, so there is
+        // nothing left to flush.
+        match self.handle(fh) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.handle(fh) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Ok(Node::Root | Node::SnapRoot | Node::SnapDir(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let result = self.node(ino).and_then(|node| self.list(&node));
+        let entries = match result {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        let parent = match self.node(ino) {
+            Ok(Node::SnapDir(_)) => SNAP_ROOT,
+            _ => ROOT,
+        };
+        let dots = [(ino.0, FileType::Directory, ".".to_string()), (parent, FileType::Directory, "..".to_string())];
+        for (i, (e_ino, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e_ino), (i + 1) as u64, kind, &name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let result = (|| {
+            let Node::SnapDir(image_name) = self.node(parent)? else {
+                // Creating images through the filesystem is not supported yet.
+                return Err(Errno::EPERM);
+            };
+            if self.opts.read_only {
+                return Err(Errno::EROFS);
+            }
+            let snap = name.to_str().ok_or(Errno::EINVAL)?;
+            let image = self.image(&image_name)?;
+            let info = image
+                .snap_create(snap)
+                .map_err(|e| errno_of(&format!("snapshot {image_name}@{snap}"), &e))?;
+            let node = Node::Snap(image_name, snap.to_string());
+            let ino = self.inodes.lock().ino(node);
+            let attr = self.attr(ino, FileType::RegularFile, 0o444, info.size);
+            Ok((attr, self.add_handle(image, info.id)))
+        })();
+        match result {
+            Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        if let Ok(Node::SnapDir(image)) = self.node(parent) {
+            warn!("mkdir {image}/{name:?}: snapshots are files; create one with `touch`");
+        }
+        reply.error(Errno::EPERM);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let result = (|| {
+            let Node::SnapDir(image_name) = self.node(parent)? else {
+                return Err(if self.opts.read_only { Errno::EROFS } else { Errno::EPERM });
+            };
+            if self.opts.read_only {
+                return Err(Errno::EROFS);
+            }
+            let snap = name_str(name).ok_or(Errno::ENOENT)?;
+            let image = self.image(&image_name)?;
+            image
+                .snap_remove(snap)
+                .map_err(|e| errno_of(&format!("remove snapshot {image_name}@{snap}"), &e))
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn destroy(&mut self) {
+        let open = self.handles.lock().len();
+        if open > 0 {
+            error!("unmounting with {open} open files");
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The librados implementation of [`ObjectStore`], over the raw C bindings
+//! of the `ceph` crate (its safe API lacks exec, TMAP, snap contexts and
+//! watch/notify).
+//!
+//! Snapshot state lives on a librados I/O context, not on an operation: the
+//! read snap id (`rados_ioctx_snap_set_read`) and the write snap context
+//! (`rados_ioctx_selfmanaged_snap_set_write_ctx`). Changing either on a
+//! context that has I/O in flight races with that I/O, so each distinct
+//! snap id and snap context gets its own context, set once at creation and
+//! never changed; a small LRU keeps the recently used ones.
+
+use std::ffi::{CString, c_char, c_void};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::Arc;
+
+use ceph::rados::*;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::*;
+
+/// How to reach the cluster, following Ceph's conventions.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// `-c/--conf`; None searches `CEPH_CONF` and librados' default paths.
+    pub conf: Option<PathBuf>,
+    /// `--id`: the client name without `client.`.
+    pub id: Option<String>,
+    pub keyring: Option<PathBuf>,
+    /// Seconds before connecting, a monitor op or an OSD op gives up.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot read ceph configuration {path}: {}", errno_text(*.errno))]
+    Conf { path: String, errno: i32 },
+    #[error("invalid option {name}={value}: {}", errno_text(*.errno))]
+    Option {
+        name: String,
+        value: String,
+        errno: i32,
+    },
+    #[error("cannot connect to the cluster: {}", errno_text(*.errno))]
+    Connect { errno: i32 },
+    #[error("pool '{pool}' does not exist")]
+    NoPool { pool: String },
+    #[error("cannot open pool '{pool}': {}", errno_text(*.errno))]
+    Pool { pool: String, errno: i32 },
+    #[error("{0} contains a NUL byte")]
+    Nul(String),
+}
+
+fn cstr(s: &str) -> Result<CString, ConnectError> {
+    CString::new(s).map_err(|_| ConnectError::Nul(s.to_string()))
+}
+
+/// A connected librados cluster handle.
+pub struct RadosCluster {
+    handle: rados_t,
+}
+
+// librados handles are thread-safe.
+unsafe impl Send for RadosCluster {}
+unsafe impl Sync for RadosCluster {}
+
+impl Drop for RadosCluster {
+    fn drop(&mut self) {
+        unsafe { rados_shutdown(self.handle) }
+    }
+}
+
+impl RadosCluster {
+    pub fn connect(opts: &ConnectOptions) -> Result<Arc<RadosCluster>, ConnectError> {
+        let id = opts.id.as_deref().map(cstr).transpose()?;
+        let mut handle: rados_t = ptr::null_mut();
+        let rc = unsafe { rados_create(&mut handle, id.as_ref().map_or(ptr::null(), |c| c.as_ptr())) };
+        if rc < 0 {
+            return Err(ConnectError::Connect { errno: -rc });
+        }
+        // From here `cluster` owns the handle and shuts it down on error.
+        let cluster = RadosCluster { handle };
+        let conf = opts.conf.as_ref().map(|p| cstr(&p.to_string_lossy())).transpose()?;
+        let rc = unsafe {
+            rados_conf_read_file(handle, conf.as_ref().map_or(ptr::null(), |c| c.as_ptr()))
+        };
+        if rc < 0 {
+            let path = match &opts.conf {
+                Some(p) => p.display().to_string(),
+                None => std::env::var("CEPH_CONF")
+                    .unwrap_or_else(|_| "(default search: /etc/ceph/ceph.conf, ~/.ceph/config, ./ceph.conf)".into()),
+            };
+            return Err(ConnectError::Conf { path, errno: -rc });
+        }
+        // CEPH_ARGS overrides the file, and command-line options override both.
+        unsafe { rados_conf_parse_env(handle, ptr::null()) };
+        if let Some(k) = &opts.keyring {
+            cluster.set("keyring", &k.to_string_lossy())?;
+        }
+        if opts.timeout_secs > 0 {
+            let t = opts.timeout_secs.to_string();
+            for name in ["client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"] {
+                cluster.set(name, &t)?;
+            }
+        }
+        let rc = unsafe { rados_connect(handle) };
+        if rc < 0 {
+            return Err(ConnectError::Connect { errno: -rc });
+        }
+        Ok(Arc::new(cluster))
+    }
+
+    fn set(&self, name: &str, value: &str) -> Result<(), ConnectError> {
+        let (n, v) = (cstr(name)?, cstr(value)?);
+        let rc = unsafe { rados_conf_set(self.handle, n.as_ptr(), v.as_ptr()) };
+        if rc < 0 {
+            return Err(ConnectError::Option {
+                name: name.into(),
+                value: value.into(),
+                errno: -rc,
+            });
+        }
+        Ok(())
+    }
+
+    /// This client's global id (the `gid` of a ClientId).
+    pub fn instance_id(&self) -> u64 {
+        unsafe { rados_get_instance_id(self.handle) }
+    }
+
+    pub fn open_pool(self: &Arc<Self>, pool: &str) -> Result<RadosPool, ConnectError> {
+        let name = cstr(pool)?;
+        let mut io: rados_ioctx_t = ptr::null_mut();
+        let rc = unsafe { rados_ioctx_create(self.handle, name.as_ptr(), &mut io) };
+        if rc == -libc::ENOENT {
+            return Err(ConnectError::NoPool { pool: pool.into() });
+        }
+        if rc < 0 {
+            return Err(ConnectError::Pool {
+                pool: pool.into(),
+                errno: -rc,
+            });
+        }
+        let cap = NonZeroUsize::new(32).expect("non-zero");
+        Ok(RadosPool {
+            cluster: self.clone(),
+            name: pool.to_string(),
+            base: Arc::new(IoCtx(io)),
+            writers: Mutex::new(LruCache::new(cap)),
+            readers: Mutex::new(LruCache::new(cap)),
+        })
+    }
+}
+
+/// One librados I/O context; destroyed when the last user drops it.
+struct IoCtx(rados_ioctx_t);
+unsafe impl Send for IoCtx {}
+unsafe impl Sync for IoCtx {}
+impl Drop for IoCtx {
+    fn drop(&mut self) {
+        unsafe { rados_ioctx_destroy(self.0) }
+    }
+}
+
+pub struct RadosPool {
+    cluster: Arc<RadosCluster>,
+    name: String,
+    /// Head reads, metadata and cls calls: no snap id, empty snap context.
+    base: Arc<IoCtx>,
+    writers: Mutex<LruCache<SnapContext, Arc<IoCtx>>>,
+    readers: Mutex<LruCache<SnapId, Arc<IoCtx>>>,
+}
+
+fn oid_c(oid: &str) -> StoreResult<CString> {
+    CString::new(oid).map_err(|_| StoreError::Errno {
+        op: "name",
+        oid: oid.replace('\0', "\\0"),
+        errno: libc::EINVAL,
+    })
+}
+
+fn check(op: &'static str, oid: &str, rc: i32) -> StoreResult<i32> {
+    if rc < 0 {
+        Err(StoreError::from_rc(op, oid, rc))
+    } else {
+        Ok(rc)
+    }
+}
+
+impl RadosPool {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn cluster(&self) -> &Arc<RadosCluster> {
+        &self.cluster
+    }
+
+    fn new_ctx(&self) -> StoreResult<IoCtx> {
+        let name = oid_c(&self.name)?;
+        let mut io: rados_ioctx_t = ptr::null_mut();
+        let rc = unsafe { rados_ioctx_create(self.cluster.handle, name.as_ptr(), &mut io) };
+        check("ioctx_create", &self.name, rc)?;
+        Ok(IoCtx(io))
+    }
+
+    fn reader(&self, snap: SnapId) -> StoreResult<Arc<IoCtx>> {
+        if snap == NOSNAP {
+            return Ok(self.base.clone());
+        }
+        let mut readers = self.readers.lock();
+        if let Some(io) = readers.get(&snap) {
+            return Ok(io.clone());
+        }
+        let io = Arc::new(self.new_ctx()?);
+        unsafe { rados_ioctx_snap_set_read(io.0, snap) };
+        readers.put(snap, io.clone());
+        Ok(io)
+    }
+
+    fn writer(&self, snapc: &SnapContext) -> StoreResult<Arc<IoCtx>> {
+        if snapc.snaps.is_empty() && snapc.seq == 0 {
+            return Ok(self.base.clone());
+        }
+        let mut writers = self.writers.lock();
+        if let Some(io) = writers.get(snapc) {
+            return Ok(io.clone());
+        }
+        if !snapc.is_valid() {
+            return Err(StoreError::Errno {
+                op: "set_write_ctx",
+                oid: format!("{snapc:?}"),
+                errno: libc::EINVAL,
+            });
+        }
+        let io = Arc::new(self.new_ctx()?);
+        let mut snaps = snapc.snaps.clone();
+        let rc = unsafe {
+            rados_ioctx_selfmanaged_snap_set_write_ctx(
+                io.0,
+                snapc.seq,
+                snaps.as_mut_ptr(),
+                snaps.len() as i32,
+            )
+        };
+        check("set_write_ctx", &self.name, rc)?;
+        writers.put(snapc.clone(), io.clone());
+        Ok(io)
+    }
+}
+
+impl ObjectStore for RadosPool {
+    fn read(&self, oid: &str, offset: u64, len: usize, snap: SnapId) -> StoreResult<Vec<u8>> {
+        let io = self.reader(snap)?;
+        let o = oid_c(oid)?;
+        let mut buf = vec![0u8; len];
+        let rc = unsafe {
+            rados_read(io.0, o.as_ptr(), buf.as_mut_ptr() as *mut c_char, len, offset)
+        };
+        let n = check("read", oid, rc)? as usize;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn write(&self, oid: &str, offset: u64, data: &[u8], snapc: &SnapContext) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        let rc = unsafe {
+            rados_write(io.0, o.as_ptr(), data.as_ptr() as *const c_char, data.len(), offset)
+        };
+        check("write", oid, rc).map(drop)
+    }
+
+    fn stat(&self, oid: &str, snap: SnapId) -> StoreResult<u64> {
+        let io = self.reader(snap)?;
+        let o = oid_c(oid)?;
+        let mut size = 0u64;
+        let mut mtime: libc::time_t = 0;
+        let rc = unsafe { rados_stat(io.0, o.as_ptr(), &mut size, &mut mtime) };
+        check("stat", oid, rc)?;
+        Ok(size)
+    }
+
+    fn remove(&self, oid: &str, snapc: &SnapContext) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        let rc = unsafe { rados_remove(io.0, o.as_ptr()) };
+        check("remove", oid, rc).map(drop)
+    }
+
+    fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> StoreResult<Vec<u8>> {
+        let o = oid_c(oid)?;
+        let c = oid_c(class)?;
+        let m = oid_c(method)?;
+        // The reply size is unknown up front; librados answers ERANGE when
+        // the buffer is too small.
+        let mut cap = 4096usize;
+        loop {
+            let mut out = vec![0u8; cap];
+            let rc = unsafe {
+                rados_exec(
+                    self.base.0,
+                    o.as_ptr(),
+                    c.as_ptr(),
+                    m.as_ptr(),
+                    input.as_ptr() as *const c_char,
+                    input.len(),
+                    out.as_mut_ptr() as *mut c_char,
+                    cap,
+                )
+            };
+            if rc == -libc::ERANGE && (cap as u64) < MAX_METADATA_OBJECT {
+                cap *= 8;
+                continue;
+            }
+            let n = check("exec", oid, rc)? as usize;
+            out.truncate(n);
+            return Ok(out);
+        }
+    }
+
+    fn tmap_update(&self, oid: &str, command: &[u8]) -> StoreResult<()> {
+        let o = oid_c(oid)?;
+        let rc = unsafe {
+            rados_tmap_update(self.base.0, o.as_ptr(), command.as_ptr() as *const c_char, command.len())
+        };
+        check("tmap_update", oid, rc).map(drop)
+    }
+
+    fn selfmanaged_snap_create(&self) -> StoreResult<SnapId> {
+        let mut id: rados_snap_t = 0;
+        let rc = unsafe { rados_ioctx_selfmanaged_snap_create(self.base.0, &mut id) };
+        check("selfmanaged_snap_create", &self.name, rc)?;
+        Ok(id)
+    }
+
+    fn selfmanaged_snap_remove(&self, snap: SnapId) -> StoreResult<()> {
+        let rc = unsafe { rados_ioctx_selfmanaged_snap_remove(self.base.0, snap) };
+        check("selfmanaged_snap_remove", &self.name, rc).map(drop)
+    }
+
+    fn watch(&self, oid: &str, callback: WatchCallback) -> StoreResult<Box<dyn WatchGuard>> {
+        let o = oid_c(oid)?;
+        let state = Box::new(WatchState {
+            io: self.base.clone(),
+            oid: o,
+            callback,
+        });
+        let arg = &*state as *const WatchState as *mut c_void;
+        let mut cookie = 0u64;
+        let rc = unsafe {
+            rados_watch2(
+                self.base.0,
+                state.oid.as_ptr(),
+                &mut cookie,
+                Some(watch_notify_trampoline),
+                Some(watch_error_trampoline),
+                arg,
+            )
+        };
+        check("watch", oid, rc)?;
+        Ok(Box::new(RadosWatch {
+            cluster: self.cluster.clone(),
+            state,
+            cookie,
+        }))
+    }
+
+    fn notify(&self, oid: &str, payload: &[u8]) -> StoreResult<()> {
+        let o = oid_c(oid)?;
+        let mut reply: *mut c_char = ptr::null_mut();
+        let mut reply_len: usize = 0;
+        let rc = unsafe {
+            rados_notify2(
+                self.base.0,
+                o.as_ptr(),
+                payload.as_ptr() as *const c_char,
+                payload.len() as i32,
+                5000,
+                &mut reply,
+                &mut reply_len,
+            )
+        };
+        if !reply.is_null() {
+            unsafe { rados_buffer_free(reply) };
+        }
+        // A watcher that timed out is not our failure to report.
+        if rc == -libc::ETIMEDOUT {
+            return Ok(());
+        }
+        check("notify", oid, rc).map(drop)
+    }
+}
+
+struct WatchState {
+    io: Arc<IoCtx>,
+    oid: CString,
+    callback: WatchCallback,
+}
+
+struct RadosWatch {
+    cluster: Arc<RadosCluster>,
+    state: Box<WatchState>,
+    cookie: u64,
+}
+
+impl WatchGuard for RadosWatch {}
+
+// The state is only read from callbacks, which librados serialises per
+// watch; the box outlives them (see Drop).
+unsafe impl Send for RadosWatch {}
+unsafe impl Sync for RadosWatch {}
+
+impl Drop for RadosWatch {
+    fn drop(&mut self) {
+        unsafe {
+            rados_unwatch2(self.state.io.0, self.cookie);
+            // Wait for callbacks in flight before the state is freed.
+            rados_watch_flush(self.cluster.handle);
+        }
+    }
+}
+
+extern "C" fn watch_notify_trampoline(
+    arg: *mut c_void,
+    notify_id: u64,
+    handle: u64,
+    _notifier_id: u64,
+    data: *mut c_void,
+    data_len: usize,
+) {
+    // SAFETY: arg is the WatchState boxed in `watch`, alive until the
+    // guard's Drop has flushed all callbacks.
+    let state = unsafe { &*(arg as *const WatchState) };
+    let payload = if data.is_null() || data_len == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(data as *const u8, data_len) }
+    };
+    (state.callback)(WatchEvent::Notify(payload));
+    // Every notification must be acknowledged or its sender waits for the
+    // timeout.
+    unsafe {
+        rados_notify_ack(state.io.0, state.oid.as_ptr(), notify_id, handle, ptr::null(), 0);
+    }
+}
+
+extern "C" fn watch_error_trampoline(arg: *mut c_void, _cookie: u64, err: i32) {
+    let state = unsafe { &*(arg as *const WatchState) };
+    (state.callback)(WatchEvent::Error(-err));
+}
