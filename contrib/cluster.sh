@@ -44,8 +44,9 @@ case $cmd in start|stop|status|destroy) ;; -h|--help) usage ;; *) usage ;; esac
 [[ $with_mgr = 0 || $cmd = start ]] || usage
 
 DIR=${dir_arg:-${RBDFS_CLUSTER_DIR:-/var/tmp/rbdfs-cluster}}
-[[ -n $DIR && $DIR != / ]] || die "refusing to use '$DIR' as cluster directory"
+[[ -n $DIR ]] || die "empty cluster directory"
 DIR=$(realpath -m -- "$DIR")
+[[ $DIR != / ]] || die "refusing to use / as cluster directory"
 CONF=$DIR/ceph.conf
 MARKER=$DIR/.rbdfs-cluster      # proves DIR is ours (guards rm -rf)
 PARAMS=$DIR/cluster.env         # fsid, port, osd uuid
@@ -63,12 +64,12 @@ ceph_cli() { timeout 60 ceph -c "$CONF" --connect-timeout 30 "$@"; }
 # pid of a running daemon of ours (checked against its command line, so a
 # recycled pid is never mistaken for it), or nothing.
 daemon_pid() {
-    local name=$1 pidfile=$DIR/run/$1.pid pid
+    local name=$1 pidfile=$DIR/run/$1.pid pid cmdline
     [[ -f $pidfile ]] || return 0
     pid=$(<"$pidfile") || return 0
     [[ $pid =~ ^[0-9]+$ ]] || return 0
-    [[ -r /proc/$pid/cmdline ]] || return 0
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONF"; then
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 0
+    if [[ $cmdline == *" -c $CONF "* ]]; then
         echo "$pid"
     fi
 }
@@ -84,15 +85,16 @@ show_logs() {
     done
 }
 
-# Real I/O round trip through the rbd pool.
+# Real I/O round trip through the rbd pool (object removed afterwards).
 probe() {
-    local t=$1 tmp rc=0
+    local t=$1 tmp rc=0 obj
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/rbdfs-probe.XXXXXX")
-    echo "probe $$ $(date +%s%N)" >"$tmp/in"
-    if timeout "$t" rados -c "$CONF" -p rbd put rbdfs-probe "$tmp/in" >/dev/null 2>&1 &&
-       timeout "$t" rados -c "$CONF" -p rbd get rbdfs-probe "$tmp/out" >/dev/null 2>&1 &&
+    obj=rbdfs-probe.$$.${tmp##*.}
+    echo "probe $obj $(date +%s%N)" >"$tmp/in"
+    if timeout "$t" rados -c "$CONF" -p rbd put "$obj" "$tmp/in" >/dev/null 2>&1 &&
+       timeout "$t" rados -c "$CONF" -p rbd get "$obj" "$tmp/out" >/dev/null 2>&1 &&
        cmp -s "$tmp/in" "$tmp/out"; then
-        rc=0
+        timeout "$t" rados -c "$CONF" -p rbd rm "$obj" >/dev/null 2>&1 || true
     else
         rc=1
     fi
@@ -126,6 +128,10 @@ mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon warn on insecure global id reclaim allowed = false
 
+# Clients that daemonize (rbd-fuse, ...) would otherwise log to /var/log/ceph.
+[client]
+log file = $DIR/log/\$name.log
+
 [mon]
 mon data = $DIR/mon.\$id
 mon cluster log file = $DIR/log/cluster.log
@@ -155,6 +161,25 @@ EOF
     mv -f "$CONF.tmp" "$CONF"
 }
 
+# Parameters recorded at creation: FSID, PORT, OSD_UUID.
+load_params() {
+    FSID=$(sed -n 's/^FSID=//p' "$PARAMS")
+    PORT=$(sed -n 's/^PORT=//p' "$PARAMS")
+    OSD_UUID=$(sed -n 's/^OSD_UUID=//p' "$PARAMS")
+    [[ -n $FSID && -n $PORT && -n $OSD_UUID ]] || die "$PARAMS is incomplete"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_mon_port() {
+    local p
+    for p in "$1" $(($1 + 1)); do
+        port_in_use "$p" &&
+            die "127.0.0.1:$p is already in use (another cluster?); pick another base port with RBDFS_CLUSTER_PORT"
+    done
+    return 0
+}
+
 # Start one daemon (they daemonize themselves and write run/<name>.pid).
 start_daemon() {
     local type=$1 id=$2 name=$1.$2 i
@@ -163,7 +188,7 @@ start_daemon() {
         return 0
     fi
     rm -f "$DIR/run/$name.pid" "$DIR/run/$name.asok"
-    if ! "ceph-$type" -c "$CONF" -i "$id" >>"$DIR/log/$name.out" 2>&1; then
+    if ! "ceph-$type" -c "$CONF" -i "$id" >>"$DIR/log/$name.out" 2>&1 9>&-; then
         show_logs 40
         die "ceph-$type -i $id failed to start"
     fi
@@ -178,15 +203,15 @@ start_daemon() {
 # First-time creation: keys, monmap, mon mkfs.  Leaves the mon running.
 create_mon() {
     local port=${RBDFS_CLUSTER_PORT:-40789}
-    [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port + 49 < 65536)) ||
+    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port + 49 > 65535)); then
         die "bad RBDFS_CLUSTER_PORT '$port'"
+    fi
+    check_mon_port "$port"
     local fsid osd_uuid
     fsid=$(cat /proc/sys/kernel/random/uuid)
     osd_uuid=$(cat /proc/sys/kernel/random/uuid)
 
     log "creating new cluster in $DIR (mon 127.0.0.1:$port)"
-    mkdir -p "$DIR"
-    touch "$MARKER"
     mkdir -p "$DIR"/{run,log,crash,mon.$MON_ID,osd.$OSD_ID}
     printf 'FSID=%s\nPORT=%s\nOSD_UUID=%s\n' "$fsid" "$port" "$osd_uuid" >"$PARAMS"
     write_conf "$fsid" "$port"
@@ -248,19 +273,44 @@ ensure_pools() {
     return $rc
 }
 
+osd_active() {
+    local out
+    out=$(timeout 5 ceph --admin-daemon "$DIR/run/osd.$OSD_ID.asok" status 2>/dev/null) ||
+        return 1
+    [[ $out == *'"state": "active"'* ]]
+}
+
 wait_ready() {
     local deadline=$((SECONDS + READY_TIMEOUT)) left
     while :; do
         left=$((deadline - SECONDS))
         ((left > 0)) || break
-        probe $((left < 15 ? left : 15)) && return 0
+        # Probe only once the OSD has booted: a client that starts with an
+        # osdmap still naming a dead OSD instance stalls for ~10 s.
+        if osd_active; then
+            probe $((left < 15 ? left : 15)) && return 0
+        fi
         for n in "mon.$MON_ID" "osd.$OSD_ID"; do
             daemon_running "$n" || { show_logs 40; die "$n died while waiting for I/O"; }
         done
-        sleep 0.5
+        sleep 0.2
     done
     show_logs 40
     die "cluster in $DIR did not serve I/O within ${READY_TIMEOUT}s"
+}
+
+# Serialize start/stop/destroy on one DIR (several shells may run
+# contrib/test.sh at once).  Claims an absent or empty DIR for us first.
+lock_dir() {
+    if [[ ! -f $MARKER ]]; then
+        if [[ -e $DIR && -n $(ls -A -- "$DIR" 2>/dev/null) ]]; then
+            die "$DIR exists, is not empty and was not made by $prog; refusing to touch it"
+        fi
+        mkdir -p "$DIR"
+        touch "$MARKER"
+    fi
+    exec 9>>"$DIR/.lock"
+    flock -w 300 9 || die "timed out waiting for the lock on $DIR/.lock"
 }
 
 # ---------------------------------------------------------------- commands
@@ -268,11 +318,18 @@ do_start() {
     command -v ceph-mon >/dev/null || die "ceph-mon not found (apt-get install ceph-mon ceph-osd ceph-common)"
     command -v ceph-osd >/dev/null || die "ceph-osd not found"
     local t0=$SECONDS
+    lock_dir
 
     if [[ -f $READY ]]; then
         # Existing cluster: (re)start whatever is not running.
-        # shellcheck disable=SC1090
-        . "$PARAMS"
+        load_params
+        if [[ -n ${RBDFS_CLUSTER_PORT:-} && $RBDFS_CLUSTER_PORT != "$PORT" ]]; then
+            log "note: $DIR was created with port $PORT; ignoring RBDFS_CLUSTER_PORT=$RBDFS_CLUSTER_PORT"
+        fi
+        # Rewriting is atomic and harmless for running daemons; it lets
+        # client-side settings follow this script.
+        mkdir -p "$DIR"/{run,log,crash}
+        write_conf "$FSID" "$PORT"
         if daemon_running "mon.$MON_ID" && daemon_running "osd.$OSD_ID" &&
            { ((with_mgr == 0)) || daemon_running "mgr.$MGR_ID"; } &&
            probe 10; then
@@ -281,23 +338,19 @@ do_start() {
             return 0
         fi
         log "starting existing cluster in $DIR"
-        mkdir -p "$DIR"/{run,log,crash}
-        write_conf "$FSID" "$PORT"
+        daemon_running "mon.$MON_ID" || check_mon_port "$PORT"
         start_daemon mon "$MON_ID"
     else
-        if [[ -e $DIR ]]; then
-            if [[ -f $MARKER ]]; then
-                log "$DIR holds an incomplete cluster from an earlier run; recreating it"
-                do_stop
-                rm -rf -- "$DIR"
-            elif [[ -n $(ls -A -- "$DIR" 2>/dev/null) ]]; then
-                die "$DIR exists, is not empty and was not made by $prog; refusing to touch it"
-            fi
+        if [[ -n $(find "$DIR" -mindepth 1 -maxdepth 1 ! -name .lock \
+                   ! -name .rbdfs-cluster -print -quit) ]]; then
+            log "$DIR holds an incomplete cluster from an earlier run; recreating it"
+            do_stop
+            find "$DIR" -mindepth 1 -maxdepth 1 ! -name .lock ! -name .rbdfs-cluster \
+                -exec rm -rf -- {} +
         fi
         create_mon
     fi
-    # shellcheck disable=SC1090
-    . "$PARAMS"
+    load_params
 
     # Pool creation only needs the mon; overlap it with the OSD's start.
     local pools_pid
@@ -386,6 +439,7 @@ do_status() {
 do_destroy() {
     [[ -e $DIR ]] || { log "$DIR does not exist"; return 0; }
     [[ -f $MARKER ]] || die "$DIR was not made by $prog; refusing to delete it"
+    lock_dir
     do_stop
     rm -rf -- "$DIR"
     log "removed $DIR"
@@ -393,7 +447,15 @@ do_destroy() {
 
 case $cmd in
     start) do_start ;;
-    stop) if [[ -d $DIR ]]; then do_stop; else log "$DIR does not exist"; fi ;;
+    stop)
+        if [[ -f $MARKER ]]; then
+            lock_dir
+            do_stop
+        elif [[ -e $DIR ]]; then
+            die "$DIR was not made by $prog"
+        else
+            log "$DIR does not exist"
+        fi ;;
     status) do_status ;;
     destroy) do_destroy ;;
 esac

@@ -256,15 +256,19 @@ fn daemonize_and_mount(cfg: &MountConfig) -> i32 {
         }
         _child => {
             drop(wr);
-            let mut status = String::new();
-            let _ = std::fs::File::from(rd).read_to_string(&mut status);
-            match status.strip_prefix('E') {
-                None if status.starts_with('K') => 0,
-                Some(msg) => {
+            // The child keeps its end open while it serves, so read the
+            // one status byte first; only an error is followed by more.
+            let mut rd = std::fs::File::from(rd);
+            let mut first = [0u8; 1];
+            match rd.read(&mut first) {
+                Ok(1) if first[0] == b'K' => 0,
+                Ok(1) if first[0] == b'E' => {
+                    let mut msg = String::new();
+                    let _ = rd.read_to_string(&mut msg);
                     eprintln!("rbdfs: {msg}");
                     1
                 }
-                None => {
+                _ => {
                     eprintln!("rbdfs: the mount process exited before the mount was live");
                     1
                 }

@@ -199,6 +199,7 @@ impl Image {
                 warn!("image {name}: header watch failed ({e}); will re-read the header");
             }
             stale.store(true, Ordering::SeqCst);
+            Vec::new()
         });
         match self.store.watch(&self.header_oid(), callback) {
             Ok(guard) => *watch = Some(guard),
@@ -408,7 +409,7 @@ impl Image {
 
     /// Tells other clients (librbd, krbd) that the header changed.
     fn notify_header_update(&self) {
-        if let Err(e) = self.store.notify(&self.header_oid(), &[]) {
+        if let Err(e) = self.store.notify(&self.header_oid(), &[], 5000) {
             debug!("image {}: header notify failed: {e}", self.name);
         }
     }

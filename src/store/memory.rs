@@ -25,6 +25,9 @@ struct Object {
 
 type Watchers = HashMap<u64, (String, Arc<WatchCallback>)>;
 
+/// The gid the in-memory store reports as this client's.
+pub const MEMORY_GID: u64 = 4242;
+
 #[derive(Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<String, Object>>,
@@ -189,18 +192,40 @@ impl ObjectStore for MemoryStore {
         }))
     }
 
-    fn notify(&self, oid: &str, payload: &[u8]) -> StoreResult<()> {
-        let targets: Vec<Arc<WatchCallback>> = self
+    fn notify(&self, oid: &str, payload: &[u8], _timeout_ms: u64) -> StoreResult<NotifyReplies> {
+        let targets: Vec<(u64, Arc<WatchCallback>)> = self
             .watchers
             .lock()
-            .values()
-            .filter(|(o, _)| o == oid)
-            .map(|(_, cb)| cb.clone())
+            .iter()
+            .filter(|(_, (o, _))| o == oid)
+            .map(|(id, (_, cb))| (*id, cb.clone()))
             .collect();
-        for cb in targets {
-            cb(WatchEvent::Notify(payload));
+        let mut replies = NotifyReplies::default();
+        for (cookie, cb) in targets {
+            let ack = cb(WatchEvent::Notify(payload));
+            replies.acks.push((MEMORY_GID, cookie, ack));
         }
+        Ok(replies)
+    }
+
+    fn instance_id(&self) -> u64 {
+        MEMORY_GID
+    }
+
+    fn blocklist_add(&self, _address: &str, _expire_secs: u32) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn pool_by_id(&self, pool_id: i64) -> StoreResult<Arc<dyn ObjectStore>> {
+        Err(StoreError::Errno {
+            op: "pool_by_id",
+            oid: pool_id.to_string(),
+            errno: libc::ENOENT,
+        })
+    }
+
+    fn pool_id(&self) -> i64 {
+        0
     }
 }
 
@@ -209,7 +234,11 @@ struct MemoryWatch {
     id: u64,
 }
 
-impl WatchGuard for MemoryWatch {}
+impl WatchGuard for MemoryWatch {
+    fn cookie(&self) -> u64 {
+        self.id
+    }
+}
 
 impl Drop for MemoryWatch {
     fn drop(&mut self) {

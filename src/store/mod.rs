@@ -93,8 +93,19 @@ pub enum WatchEvent<'a> {
     Error(i32),
 }
 
-/// Called for each event on a watched object.
-pub type WatchCallback = Box<dyn Fn(WatchEvent<'_>) + Send + Sync>;
+/// Called for each event on a watched object; what it returns is the
+/// payload of the acknowledgement (empty for a plain ack).
+pub type WatchCallback = Box<dyn Fn(WatchEvent<'_>) -> Vec<u8> + Send + Sync>;
+
+/// What a notification got back: who acknowledged it (with their reply
+/// payloads) and who did not answer in time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifyReplies {
+    /// (watcher gid, watch cookie, ack payload).
+    pub acks: Vec<(u64, u64, Vec<u8>)>,
+    /// (watcher gid, watch cookie).
+    pub timeouts: Vec<(u64, u64)>,
+}
 
 /// The calls rbdfs makes on one pool.
 pub trait ObjectStore: Send + Sync {
@@ -130,8 +141,27 @@ pub trait ObjectStore: Send + Sync {
     /// acknowledged). The watch ends when the returned guard is dropped.
     fn watch(&self, oid: &str, callback: WatchCallback) -> StoreResult<Box<dyn WatchGuard>>;
 
-    /// Sends a notification to the watchers of `oid` and waits for them.
-    fn notify(&self, oid: &str, payload: &[u8]) -> StoreResult<()>;
+    /// Sends a notification to the watchers of `oid` and waits (up to
+    /// `timeout_ms`) for their acknowledgements.
+    fn notify(&self, oid: &str, payload: &[u8], timeout_ms: u64) -> StoreResult<NotifyReplies>;
+
+    /// This client's global id (the gid of a ClientId).
+    fn instance_id(&self) -> u64;
+
+    /// This client's address as the OSDs see it (for lock descriptions).
+    fn client_address(&self) -> String {
+        String::new()
+    }
+
+    /// Blocklists a dead client (by address) so it can no longer write.
+    fn blocklist_add(&self, address: &str, expire_secs: u32) -> StoreResult<()>;
+
+    /// The store for another pool of the same cluster (data pools, clone
+    /// parents), by pool id.
+    fn pool_by_id(&self, pool_id: i64) -> StoreResult<std::sync::Arc<dyn ObjectStore>>;
+
+    /// This pool's id.
+    fn pool_id(&self) -> i64;
 
     /// Reads a whole small object at the head, bounded by
     /// [`MAX_METADATA_OBJECT`].
@@ -149,4 +179,31 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Keeps a watch alive; dropping it unwatches.
-pub trait WatchGuard: Send + Sync {}
+pub trait WatchGuard: Send + Sync {
+    /// The watch cookie: with the instance id it identifies this watcher
+    /// (librbd's ClientId handle).
+    fn cookie(&self) -> u64;
+}
+
+/// Decodes the reply buffer of `rados_notify2`: u32 count, count × (u64
+/// gid, u64 cookie, u32 len, payload), u32 count, count × (u64 gid, u64
+/// cookie).
+pub fn decode_notify_replies(buf: &[u8]) -> Option<NotifyReplies> {
+    let mut d = crate::format::decode::Decoder::new(buf, "notify reply");
+    let mut out = NotifyReplies::default();
+    let n = d.count(20).ok()?;
+    for _ in 0..n {
+        let gid = d.u64().ok()?;
+        let cookie = d.u64().ok()?;
+        let payload = d.blob().ok()?.to_vec();
+        out.acks.push((gid, cookie, payload));
+    }
+    if d.is_empty() {
+        return Some(out);
+    }
+    let n = d.count(16).ok()?;
+    for _ in 0..n {
+        out.timeouts.push((d.u64().ok()?, d.u64().ok()?));
+    }
+    Some(out)
+}

@@ -143,14 +143,7 @@ impl RadosCluster {
                 errno: -rc,
             });
         }
-        let cap = NonZeroUsize::new(32).expect("non-zero");
-        Ok(RadosPool {
-            cluster: self.clone(),
-            name: pool.to_string(),
-            base: Arc::new(IoCtx(io)),
-            writers: Mutex::new(LruCache::new(cap)),
-            readers: Mutex::new(LruCache::new(cap)),
-        })
+        Ok(RadosPool::from_ctx(self.clone(), IoCtx(io)))
     }
 }
 
@@ -167,6 +160,7 @@ impl Drop for IoCtx {
 pub struct RadosPool {
     cluster: Arc<RadosCluster>,
     name: String,
+    id: i64,
     /// Head reads, metadata and cls calls: no snap id, empty snap context.
     base: Arc<IoCtx>,
     writers: Mutex<LruCache<SnapContext, Arc<IoCtx>>>,
@@ -190,6 +184,27 @@ fn check(op: &'static str, oid: &str, rc: i32) -> StoreResult<i32> {
 }
 
 impl RadosPool {
+    fn from_ctx(cluster: Arc<RadosCluster>, io: IoCtx) -> RadosPool {
+        let id = unsafe { rados_ioctx_get_id(io.0) };
+        let mut name_buf = vec![0u8; 256];
+        let n = unsafe { rados_ioctx_get_pool_name(io.0, name_buf.as_mut_ptr() as *mut c_char, name_buf.len() as u32) };
+        name_buf.truncate(n.max(0) as usize);
+        let cap = NonZeroUsize::new(32).expect("non-zero");
+        RadosPool {
+            cluster,
+            name: String::from_utf8_lossy(&name_buf).into_owned(),
+            id,
+            base: Arc::new(io),
+            writers: Mutex::new(LruCache::new(cap)),
+            readers: Mutex::new(LruCache::new(cap)),
+        }
+    }
+
+    /// Another handle on the same pool (its own snap-context contexts).
+    fn clone_handle(&self) -> StoreResult<RadosPool> {
+        Ok(RadosPool::from_ctx(self.cluster.clone(), self.new_ctx()?))
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -368,7 +383,7 @@ impl ObjectStore for RadosPool {
         }))
     }
 
-    fn notify(&self, oid: &str, payload: &[u8]) -> StoreResult<()> {
+    fn notify(&self, oid: &str, payload: &[u8], timeout_ms: u64) -> StoreResult<NotifyReplies> {
         let o = oid_c(oid)?;
         let mut reply: *mut c_char = ptr::null_mut();
         let mut reply_len: usize = 0;
@@ -378,19 +393,51 @@ impl ObjectStore for RadosPool {
                 o.as_ptr(),
                 payload.as_ptr() as *const c_char,
                 payload.len() as i32,
-                5000,
+                timeout_ms,
                 &mut reply,
                 &mut reply_len,
             )
         };
-        if !reply.is_null() {
+        let replies = if reply.is_null() {
+            NotifyReplies::default()
+        } else {
+            let bytes = unsafe { std::slice::from_raw_parts(reply as *const u8, reply_len) };
+            let decoded = decode_notify_replies(bytes).unwrap_or_default();
             unsafe { rados_buffer_free(reply) };
-        }
-        // A watcher that timed out is not our failure to report.
+            decoded
+        };
+        // A watcher that timed out is reported in the replies, not as our
+        // failure.
         if rc == -libc::ETIMEDOUT {
-            return Ok(());
+            return Ok(replies);
         }
-        check("notify", oid, rc).map(drop)
+        check("notify", oid, rc)?;
+        Ok(replies)
+    }
+
+    fn instance_id(&self) -> u64 {
+        self.cluster.instance_id()
+    }
+
+    fn blocklist_add(&self, address: &str, expire_secs: u32) -> StoreResult<()> {
+        let addr = oid_c(address)?;
+        let rc = unsafe { rados_blacklist_add(self.cluster.handle, addr.as_ptr() as *mut c_char, expire_secs) };
+        check("blocklist_add", address, rc).map(drop)
+    }
+
+    fn pool_by_id(&self, pool_id: i64) -> StoreResult<Arc<dyn ObjectStore>> {
+        if pool_id == self.id {
+            return Ok(Arc::new(self.clone_handle()?));
+        }
+        let mut io: rados_ioctx_t = ptr::null_mut();
+        let rc = unsafe { rados_ioctx_create2(self.cluster.handle, pool_id, &mut io) };
+        check("ioctx_create2", &pool_id.to_string(), rc)?;
+        let pool = RadosPool::from_ctx(self.cluster.clone(), IoCtx(io));
+        Ok(Arc::new(pool))
+    }
+
+    fn pool_id(&self) -> i64 {
+        self.id
     }
 }
 
@@ -406,7 +453,11 @@ struct RadosWatch {
     cookie: u64,
 }
 
-impl WatchGuard for RadosWatch {}
+impl WatchGuard for RadosWatch {
+    fn cookie(&self) -> u64 {
+        self.cookie
+    }
+}
 
 // The state is only read from callbacks, which librados serialises per
 // watch; the box outlives them (see Drop).
@@ -439,15 +490,22 @@ extern "C" fn watch_notify_trampoline(
     } else {
         unsafe { std::slice::from_raw_parts(data as *const u8, data_len) }
     };
-    (state.callback)(WatchEvent::Notify(payload));
+    let reply = (state.callback)(WatchEvent::Notify(payload));
     // Every notification must be acknowledged or its sender waits for the
     // timeout.
     unsafe {
-        rados_notify_ack(state.io.0, state.oid.as_ptr(), notify_id, handle, ptr::null(), 0);
+        rados_notify_ack(
+            state.io.0,
+            state.oid.as_ptr(),
+            notify_id,
+            handle,
+            reply.as_ptr() as *const c_char,
+            reply.len() as i32,
+        );
     }
 }
 
 extern "C" fn watch_error_trampoline(arg: *mut c_void, _cookie: u64, err: i32) {
     let state = unsafe { &*(arg as *const WatchState) };
-    (state.callback)(WatchEvent::Error(-err));
+    let _ = (state.callback)(WatchEvent::Error(-err));
 }
