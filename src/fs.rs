@@ -336,6 +336,10 @@ impl Filesystem for RbdFs {
         }
     }
 
+    /// The head of an image is opened with direct I/O: the kernel's page
+    /// cache would serve stale data after another client (librbd, krbd)
+    /// writes the image, and would split unaligned writes at page
+    /// boundaries, so a write running past the end could half-succeed.
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let wants_write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let result = (|| {
@@ -348,7 +352,7 @@ impl Filesystem for RbdFs {
                     if wants_write && (self.opts.read_only || info.read_only.is_some()) {
                         return Err(Errno::EROFS);
                     }
-                    Ok(self.add_handle(image, NOSNAP))
+                    Ok((self.add_handle(image, NOSNAP), FopenFlags::FOPEN_DIRECT_IO))
                 }
                 Node::Snap(name, snap) => {
                     if wants_write {
@@ -357,13 +361,14 @@ impl Filesystem for RbdFs {
                     let image = self.image(&name)?;
                     let info = image.refresh().map_err(|e| errno_of(&name, &e))?;
                     let id = info.snapshot(&snap).ok_or(Errno::ENOENT)?.id;
-                    Ok(self.add_handle(image, id))
+                    // A snapshot never changes: the page cache may keep it.
+                    Ok((self.add_handle(image, id), FopenFlags::empty()))
                 }
                 _ => Err(Errno::EISDIR),
             }
         })();
         match result {
-            Ok(fh) => reply.opened(fh, FopenFlags::empty()),
+            Ok((fh, flags)) => reply.opened(fh, flags),
             Err(e) => reply.error(e),
         }
     }
