@@ -89,7 +89,10 @@ pub struct MountConfig {
 
 impl PartialEq for ConnectOptions {
     fn eq(&self, o: &Self) -> bool {
-        self.conf == o.conf && self.id == o.id && self.keyring == o.keyring && self.timeout_secs == o.timeout_secs
+        self.conf == o.conf
+            && self.id == o.id
+            && self.keyring == o.keyring
+            && self.timeout_secs == o.timeout_secs
     }
 }
 
@@ -97,9 +100,30 @@ impl PartialEq for ConnectOptions {
 fn is_generic_mount_option(key: &str) -> bool {
     matches!(
         key,
-        "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "_netdev" | "nofail" | "dev" | "nodev"
-            | "suid" | "nosuid" | "exec" | "noexec" | "async" | "atime" | "noatime" | "relatime"
-            | "strictatime" | "nodiratime" | "diratime" | "lazytime" | "nonempty" | "comment"
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "nouser"
+            | "users"
+            | "_netdev"
+            | "nofail"
+            | "dev"
+            | "nodev"
+            | "suid"
+            | "nosuid"
+            | "exec"
+            | "noexec"
+            | "async"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "strictatime"
+            | "nodiratime"
+            | "diratime"
+            | "lazytime"
+            | "nonempty"
+            | "comment"
     ) || key.starts_with("x-")
 }
 
@@ -129,14 +153,24 @@ impl MountArgs {
             },
             fsname: None,
         };
-        for opt in self.options.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        for opt in self
+            .options
+            .iter()
+            .flat_map(|o| o.split(','))
+            .filter(|o| !o.is_empty())
+        {
             let (key, value) = match opt.split_once('=') {
                 Some((k, v)) => (k, Some(v)),
                 None => (opt, None),
             };
-            let need = |v: Option<&str>| v.map(str::to_string).ok_or(format!("mount option {key} needs a value"));
+            let need = |v: Option<&str>| {
+                v.map(str::to_string)
+                    .ok_or(format!("mount option {key} needs a value"))
+            };
             let num = |v: Option<&str>| -> Result<u64, String> {
-                need(v)?.parse().map_err(|_| format!("mount option {key}: not a number"))
+                need(v)?
+                    .parse()
+                    .map_err(|_| format!("mount option {key}: not a number"))
             };
             match key {
                 "conf" => cfg.connect.conf = Some(need(value)?.into()),
@@ -157,7 +191,11 @@ impl MountArgs {
                 // mount.fuse3 may pass these through; we are always a FUSE fs.
                 "subtype" | "fstype" => {}
                 k if is_generic_mount_option(k) => {}
-                _ => return Err(format!("unknown mount option '{opt}' (see rbdfs mount --help)")),
+                _ => {
+                    return Err(format!(
+                        "unknown mount option '{opt}' (see rbdfs mount --help)"
+                    ));
+                }
             }
         }
         Ok(cfg)
@@ -213,7 +251,11 @@ fn init_logging(cfg: &MountConfig, to_stderr: bool) {
         builder.parse_filters(&spec);
     }
     if let Some(path) = &cfg.log_file {
-        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(f) => {
                 builder.target(env_logger::Target::Pipe(Box::new(f)));
             }
@@ -279,7 +321,11 @@ fn daemonize_and_mount(cfg: &MountConfig) -> i32 {
 
 fn fuse_config(cfg: &MountConfig) -> Config {
     let mut options = vec![
-        MountOption::FSName(cfg.fsname.clone().unwrap_or_else(|| format!("rbd:{}", cfg.pool))),
+        MountOption::FSName(
+            cfg.fsname
+                .clone()
+                .unwrap_or_else(|| format!("rbd:{}", cfg.pool)),
+        ),
         MountOption::Subtype("rbdfs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -368,7 +414,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
 fn spawn_signal_watcher(mut unmounter: fuser::SessionUnmounter, mountpoint: PathBuf) {
     let mut fds = [0; 2];
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
-        warn!("cannot set up signal handling: {}", std::io::Error::last_os_error());
+        warn!(
+            "cannot set up signal handling: {}",
+            std::io::Error::last_os_error()
+        );
         return;
     }
     SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::SeqCst);
@@ -403,8 +452,29 @@ mod tests {
 
     #[test]
     fn helper_form_equals_subcommand_form() {
-        let a = parse(args(&["rbdfs", "rbd", "/mnt", "-o", "conf=/c,id=bob,ro,_netdev,allow_other"])).unwrap();
-        let b = parse(args(&["rbdfs", "mount", "-c", "/c", "--id", "bob", "-o", "ro", "-o", "allow_other", "rbd", "/mnt"])).unwrap();
+        let a = parse(args(&[
+            "rbdfs",
+            "rbd",
+            "/mnt",
+            "-o",
+            "conf=/c,id=bob,ro,_netdev,allow_other",
+        ]))
+        .unwrap();
+        let b = parse(args(&[
+            "rbdfs",
+            "mount",
+            "-c",
+            "/c",
+            "--id",
+            "bob",
+            "-o",
+            "ro",
+            "-o",
+            "allow_other",
+            "rbd",
+            "/mnt",
+        ]))
+        .unwrap();
         assert_eq!(a, b);
         assert!(a.read_only);
         assert_eq!(a.acl, SessionACL::All);
@@ -420,7 +490,16 @@ mod tests {
 
     #[test]
     fn timeout_option() {
-        let c = parse(args(&["rbdfs", "mount", "-f", "-o", "rados_timeout=5", "p", "/m"])).unwrap();
+        let c = parse(args(&[
+            "rbdfs",
+            "mount",
+            "-f",
+            "-o",
+            "rados_timeout=5",
+            "p",
+            "/m",
+        ]))
+        .unwrap();
         assert_eq!(c.connect.timeout_secs, 5);
         assert!(c.foreground);
     }

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 use log::{debug, error, warn};
 use parking_lot::Mutex;
@@ -240,14 +240,27 @@ impl RbdFs {
                         continue;
                     }
                     if *node == Node::Root {
-                        add(Node::Image(name.clone()), FileType::RegularFile, name, &mut out);
+                        add(
+                            Node::Image(name.clone()),
+                            FileType::RegularFile,
+                            name,
+                            &mut out,
+                        );
                     } else {
-                        add(Node::SnapDir(name.clone()), FileType::Directory, name, &mut out);
+                        add(
+                            Node::SnapDir(name.clone()),
+                            FileType::Directory,
+                            name,
+                            &mut out,
+                        );
                     }
                 }
             }
             Node::SnapDir(image) => {
-                let info = self.image(image)?.current_info().map_err(|e| errno_of(image, &e))?;
+                let info = self
+                    .image(image)?
+                    .current_info()
+                    .map_err(|e| errno_of(image, &e))?;
                 for s in &info.snapshots {
                     if valid_file_name(&s.name) {
                         add(
@@ -314,7 +327,10 @@ impl Filesystem for RbdFs {
         let result = (|| {
             let node = self.node(ino)?;
             let attr = self.node_attr(ino.0, &node)?;
-            let changes_content = mode.is_some() || uid.is_some() || gid.is_some() || size.is_some_and(|s| s != attr.size);
+            let changes_content = mode.is_some()
+                || uid.is_some()
+                || gid.is_some()
+                || size.is_some_and(|s| s != attr.size);
             // Time updates (touch, cp -p) are accepted and not stored: RBD
             // keeps no per-image times we could set.
             if !changes_content {
@@ -421,7 +437,14 @@ impl Filesystem for RbdFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         // Writes are acknowledged only once RADOS has them, so there is
         // nothing left to flush.
         match self.handle(fh) {
@@ -430,7 +453,14 @@ impl Filesystem for RbdFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.handle(fh) {
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
@@ -453,13 +483,22 @@ impl Filesystem for RbdFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.node(ino) {
-            Ok(Node::Root | Node::SnapRoot | Node::SnapDir(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(Node::Root | Node::SnapRoot | Node::SnapDir(_)) => {
+                reply.opened(FileHandle(0), FopenFlags::empty())
+            }
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let result = self.node(ino).and_then(|node| self.list(&node));
         let entries = match result {
             Ok(e) => e,
@@ -469,8 +508,16 @@ impl Filesystem for RbdFs {
             Ok(Node::SnapDir(_)) => SNAP_ROOT,
             _ => ROOT,
         };
-        let dots = [(ino.0, FileType::Directory, ".".to_string()), (parent, FileType::Directory, "..".to_string())];
-        for (i, (e_ino, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
+        let dots = [
+            (ino.0, FileType::Directory, ".".to_string()),
+            (parent, FileType::Directory, "..".to_string()),
+        ];
+        for (i, (e_ino, kind, name)) in dots
+            .into_iter()
+            .chain(entries)
+            .enumerate()
+            .skip(offset as usize)
+        {
             if reply.add(INodeNo(e_ino), (i + 1) as u64, kind, &name) {
                 break;
             }
@@ -512,7 +559,15 @@ impl Filesystem for RbdFs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         if let Ok(Node::SnapDir(image)) = self.node(parent) {
             warn!("mkdir {image}/{name:?}: snapshots are files; create one with `touch`");
         }
@@ -522,7 +577,11 @@ impl Filesystem for RbdFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = (|| {
             let Node::SnapDir(image_name) = self.node(parent)? else {
-                return Err(if self.opts.read_only { Errno::EROFS } else { Errno::EPERM });
+                return Err(if self.opts.read_only {
+                    Errno::EROFS
+                } else {
+                    Errno::EPERM
+                });
             };
             if self.opts.read_only {
                 return Err(Errno::EROFS);

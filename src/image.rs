@@ -58,7 +58,11 @@ impl ImageError {
                 // error for the caller, not "no such file".
                 libc::ENOENT => libc::EIO,
                 // ESHUTDOWN is how librados reports EBLOCKLISTED.
-                e @ (libc::ETIMEDOUT | libc::EROFS | libc::ENOSPC | libc::EDQUOT | libc::ESHUTDOWN) => e,
+                e @ (libc::ETIMEDOUT
+                | libc::EROFS
+                | libc::ENOSPC
+                | libc::EDQUOT
+                | libc::ESHUTDOWN) => e,
                 _ => libc::EIO,
             },
             ImageError::ReadOnly { .. } => libc::EROFS,
@@ -265,10 +269,6 @@ impl Image {
                 Err(err) => Err(self.store_err(err)),
             }
         };
-        if extents.len() == 1 {
-            read_one(&extents[0], &mut buf)?;
-            return Ok(buf);
-        }
         // Extents are disjoint slices of `buf`: read them concurrently.
         let mut slices = Vec::with_capacity(extents.len());
         let mut rest = &mut buf[..];
@@ -277,16 +277,7 @@ impl Image {
             slices.push((e, head));
             rest = tail;
         }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = slices
-                .into_iter()
-                .map(|(e, out)| s.spawn(move || read_one(e, out)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Ok(())))
-                .collect::<ImageResult<()>>()
-        })?;
+        self.in_parallel(slices, |(e, out)| read_one(e, out))?;
         Ok(buf)
     }
 
@@ -318,15 +309,34 @@ impl Image {
                 .write(&oid, e.offset, chunk, &info.snapc)
                 .map_err(|err| self.store_err(err))
         };
-        if extents.len() == 1 {
-            return write_one(&extents[0]);
+        self.in_parallel(extents.iter().collect(), write_one)
+    }
+
+    /// Runs `f` on every item, concurrently when there is more than one
+    /// (object I/O is latency-bound); returns the first error.
+    fn in_parallel<T: Send>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(T) -> ImageResult<()> + Sync,
+    ) -> ImageResult<()> {
+        if items.len() <= 1 {
+            return items.into_iter().try_for_each(f);
         }
+        let f = &f;
         std::thread::scope(|s| {
-            let handles: Vec<_> = extents.iter().map(|e| s.spawn(move || write_one(e))).collect();
-            handles
+            let handles: Vec<_> = items
                 .into_iter()
-                .map(|h| h.join().unwrap_or(Ok(())))
-                .collect::<ImageResult<()>>()
+                .map(|item| s.spawn(move || f(item)))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(self.store_err(StoreError::Errno {
+                        op: "io worker",
+                        oid: self.name.clone(),
+                        errno: libc::EIO,
+                    }))
+                })
+            })
         })
     }
 
@@ -375,11 +385,16 @@ impl Image {
         }
         self.notify_header_update();
         let info = self.refresh()?;
-        info!("image {}: created snapshot {snap_name} (id {id})", self.name);
-        info.snapshot(snap_name).cloned().ok_or_else(|| ImageError::NoSnapshot {
-            image: self.name.clone(),
-            snap: snap_name.into(),
-        })
+        info!(
+            "image {}: created snapshot {snap_name} (id {id})",
+            self.name
+        );
+        info.snapshot(snap_name)
+            .cloned()
+            .ok_or_else(|| ImageError::NoSnapshot {
+                image: self.name.clone(),
+                snap: snap_name.into(),
+            })
     }
 
     /// Removes snapshot `snap_name`: `rbd.snap_remove` on the header, then
@@ -399,7 +414,10 @@ impl Image {
             .exec(&self.header_oid(), "rbd", "snap_remove", &input.finish())
             .map_err(|e| self.store_err(e))?;
         if let Err(e) = self.store.selfmanaged_snap_remove(snap.id) {
-            warn!("image {}: snapshot {snap_name} removed but its id {} was not released: {e}", self.name, snap.id);
+            warn!(
+                "image {}: snapshot {snap_name} removed but its id {} was not released: {e}",
+                self.name, snap.id
+            );
         }
         self.notify_header_update();
         self.refresh()?;

@@ -55,8 +55,13 @@ impl Pool {
         for (key, _) in tmap.entries {
             match String::from_utf8(key) {
                 Ok(name) if valid_file_name(&name) => names.push(name),
-                Ok(name) => warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped"),
-                Err(e) => warn!("{DIRECTORY}: image name {:?} is not UTF-8; skipped", e.as_bytes()),
+                Ok(name) => {
+                    warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped")
+                }
+                Err(e) => warn!(
+                    "{DIRECTORY}: image name {:?} is not UTF-8; skipped",
+                    e.as_bytes()
+                ),
             }
         }
         if let Some(only) = &self.only {

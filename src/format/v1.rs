@@ -79,7 +79,10 @@ impl HeaderV1 {
         }
         let order = d.u8()?;
         if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
-            return Err(FormatError::invalid(WHAT, format!("order {order} out of range")));
+            return Err(FormatError::invalid(
+                WHAT,
+                format!("order {order} out of range"),
+            ));
         }
         let crypt = d.u8()?;
         let comp = d.u8()?;
@@ -96,7 +99,10 @@ impl HeaderV1 {
         d.u32()?; // reserved
         let names_len = d.u64()?;
         if snap_count > MAX_SNAPSHOTS {
-            return Err(FormatError::invalid(WHAT, format!("snap count {snap_count}")));
+            return Err(FormatError::invalid(
+                WHAT,
+                format!("snap count {snap_count}"),
+            ));
         }
         let records = d.bytes(snap_count * 16)?;
         let names_len = usize::try_from(names_len)
@@ -177,8 +183,16 @@ mod tests {
             size: 1 << 30,
             snap_seq: 8,
             snapshots: vec![
-                SnapshotInfo { id: 8, name: "bb2".into(), size: 1 << 30 },
-                SnapshotInfo { id: 7, name: "a1".into(), size: 1 << 29 },
+                SnapshotInfo {
+                    id: 8,
+                    name: "bb2".into(),
+                    size: 1 << 30,
+                },
+                SnapshotInfo {
+                    id: 7,
+                    name: "a1".into(),
+                    size: 1 << 29,
+                },
             ],
         }
     }
@@ -197,14 +211,20 @@ mod tests {
 
     #[test]
     fn data_object_names() {
-        assert_eq!(sample().data_object(0x2a), "rb.0.1029.6b8b4567.00000000002a");
+        assert_eq!(
+            sample().data_object(0x2a),
+            "rb.0.1029.6b8b4567.00000000002a"
+        );
     }
 
     #[test]
     fn rejects_corruption() {
         let good = sample().encode();
         for len in [0, 10, 0x40, 0x6f, 0x70 + 5, good.len() - 1] {
-            assert!(HeaderV1::decode(&good[..len]).is_err(), "truncated at {len}");
+            assert!(
+                HeaderV1::decode(&good[..len]).is_err(),
+                "truncated at {len}"
+            );
         }
         let mut bad = good.clone();
         bad[0x40] = b'X';

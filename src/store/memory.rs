@@ -69,10 +69,8 @@ impl MemoryStore {
     ) -> T {
         let mut objects = self.objects.lock();
         let obj = objects.entry(oid.to_string()).or_default();
-        if let Some(&newest) = snapc.snaps.first() {
-            if newest > obj.seen_seq {
-                obj.clones.push((newest, obj.head.clone()));
-            }
+        if let Some(&newest) = snapc.snaps.first().filter(|&&n| n > obj.seen_seq) {
+            obj.clones.push((newest, obj.head.clone()));
         }
         obj.seen_seq = obj.seen_seq.max(snapc.seq);
         f(&mut obj.head)
@@ -256,7 +254,10 @@ mod tests {
         let none = SnapContext::default();
         s.write("o", 0, b"aaaa", &none).unwrap();
         let s1 = s.selfmanaged_snap_create().unwrap();
-        let c1 = SnapContext { seq: s1, snaps: vec![s1] };
+        let c1 = SnapContext {
+            seq: s1,
+            snaps: vec![s1],
+        };
         s.write("o", 1, b"bb", &c1).unwrap();
         s.write("new", 0, b"x", &c1).unwrap();
         assert_eq!(s.read("o", 0, 10, NOSNAP).unwrap(), b"abba");

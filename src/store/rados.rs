@@ -76,21 +76,27 @@ impl RadosCluster {
     pub fn connect(opts: &ConnectOptions) -> Result<Arc<RadosCluster>, ConnectError> {
         let id = opts.id.as_deref().map(cstr).transpose()?;
         let mut handle: rados_t = ptr::null_mut();
-        let rc = unsafe { rados_create(&mut handle, id.as_ref().map_or(ptr::null(), |c| c.as_ptr())) };
+        let rc =
+            unsafe { rados_create(&mut handle, id.as_ref().map_or(ptr::null(), |c| c.as_ptr())) };
         if rc < 0 {
             return Err(ConnectError::Connect { errno: -rc });
         }
         // From here `cluster` owns the handle and shuts it down on error.
         let cluster = RadosCluster { handle };
-        let conf = opts.conf.as_ref().map(|p| cstr(&p.to_string_lossy())).transpose()?;
+        let conf = opts
+            .conf
+            .as_ref()
+            .map(|p| cstr(&p.to_string_lossy()))
+            .transpose()?;
         let rc = unsafe {
             rados_conf_read_file(handle, conf.as_ref().map_or(ptr::null(), |c| c.as_ptr()))
         };
         if rc < 0 {
             let path = match &opts.conf {
                 Some(p) => p.display().to_string(),
-                None => std::env::var("CEPH_CONF")
-                    .unwrap_or_else(|_| "(default search: /etc/ceph/ceph.conf, ~/.ceph/config, ./ceph.conf)".into()),
+                None => std::env::var("CEPH_CONF").unwrap_or_else(|_| {
+                    "(default search: /etc/ceph/ceph.conf, ~/.ceph/config, ./ceph.conf)".into()
+                }),
             };
             return Err(ConnectError::Conf { path, errno: -rc });
         }
@@ -101,7 +107,11 @@ impl RadosCluster {
         }
         if opts.timeout_secs > 0 {
             let t = opts.timeout_secs.to_string();
-            for name in ["client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"] {
+            for name in [
+                "client_mount_timeout",
+                "rados_mon_op_timeout",
+                "rados_osd_op_timeout",
+            ] {
                 cluster.set(name, &t)?;
             }
         }
@@ -187,7 +197,13 @@ impl RadosPool {
     fn from_ctx(cluster: Arc<RadosCluster>, io: IoCtx) -> RadosPool {
         let id = unsafe { rados_ioctx_get_id(io.0) };
         let mut name_buf = vec![0u8; 256];
-        let n = unsafe { rados_ioctx_get_pool_name(io.0, name_buf.as_mut_ptr() as *mut c_char, name_buf.len() as u32) };
+        let n = unsafe {
+            rados_ioctx_get_pool_name(
+                io.0,
+                name_buf.as_mut_ptr() as *mut c_char,
+                name_buf.len() as u32,
+            )
+        };
         name_buf.truncate(n.max(0) as usize);
         let cap = NonZeroUsize::new(32).expect("non-zero");
         RadosPool {
@@ -272,7 +288,13 @@ impl ObjectStore for RadosPool {
         let o = oid_c(oid)?;
         let mut buf = vec![0u8; len];
         let rc = unsafe {
-            rados_read(io.0, o.as_ptr(), buf.as_mut_ptr() as *mut c_char, len, offset)
+            rados_read(
+                io.0,
+                o.as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                len,
+                offset,
+            )
         };
         let n = check("read", oid, rc)? as usize;
         buf.truncate(n);
@@ -283,7 +305,13 @@ impl ObjectStore for RadosPool {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
         let rc = unsafe {
-            rados_write(io.0, o.as_ptr(), data.as_ptr() as *const c_char, data.len(), offset)
+            rados_write(
+                io.0,
+                o.as_ptr(),
+                data.as_ptr() as *const c_char,
+                data.len(),
+                offset,
+            )
         };
         check("write", oid, rc).map(drop)
     }
@@ -339,7 +367,12 @@ impl ObjectStore for RadosPool {
     fn tmap_update(&self, oid: &str, command: &[u8]) -> StoreResult<()> {
         let o = oid_c(oid)?;
         let rc = unsafe {
-            rados_tmap_update(self.base.0, o.as_ptr(), command.as_ptr() as *const c_char, command.len())
+            rados_tmap_update(
+                self.base.0,
+                o.as_ptr(),
+                command.as_ptr() as *const c_char,
+                command.len(),
+            )
         };
         check("tmap_update", oid, rc).map(drop)
     }
@@ -421,7 +454,13 @@ impl ObjectStore for RadosPool {
 
     fn blocklist_add(&self, address: &str, expire_secs: u32) -> StoreResult<()> {
         let addr = oid_c(address)?;
-        let rc = unsafe { rados_blacklist_add(self.cluster.handle, addr.as_ptr() as *mut c_char, expire_secs) };
+        let rc = unsafe {
+            rados_blacklist_add(
+                self.cluster.handle,
+                addr.as_ptr() as *mut c_char,
+                expire_secs,
+            )
+        };
         check("blocklist_add", address, rc).map(drop)
     }
 
