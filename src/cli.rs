@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use fuser::{Config, MountOption, SessionACL};
 use log::{error, info, warn};
 
+use crate::cache::{Cache, CacheConfig};
 use crate::fs::{FsOptions, RbdFs};
 use crate::pool::Pool;
 use crate::store::rados::{ConnectOptions, RadosCluster};
@@ -350,7 +351,8 @@ fn fuse_config(cfg: &MountConfig) -> Config {
 fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
     let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
     let store = Arc::new(cluster.open_pool(&cfg.pool).map_err(|e| e.to_string())?);
-    let pool = Arc::new(Pool::new(store, cfg.image.clone()));
+    let cache = Cache::new(CacheConfig::default());
+    let pool = Arc::new(Pool::new(store, cache, cfg.image.clone()));
     // One round trip now, so a pool we cannot read fails the mount rather
     // than every later `ls`.
     pool.list()
@@ -381,7 +383,10 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
     let unmounter = session.unmount_callable();
     spawn_signal_watcher(unmounter, cfg.mountpoint.clone());
     let result = session.run();
+    // Unmounted: whatever is still dirty goes to RADOS before we exit.
+    let flushed = pool.flush_all();
     info!("unmounted {}", cfg.mountpoint.display());
+    flushed.map_err(|e| format!("write-back at unmount failed: {e}"))?;
     result.map_err(|e| format!("FUSE session failed: {e}"))
 }
 

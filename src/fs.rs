@@ -18,7 +18,7 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
     WriteFlags,
 };
-use log::{debug, error, warn};
+use log::{debug, warn};
 use parking_lot::Mutex;
 
 use crate::format::valid_file_name;
@@ -210,6 +210,16 @@ impl RbdFs {
             .get(&fh.0)
             .map(|h| (h.image.clone(), h.snap))
             .ok_or(Errno::EBADF)
+    }
+
+    fn flush_handle(&self, fh: FileHandle) -> Result<(), Errno> {
+        let (image, snap) = self.handle(fh)?;
+        if snap != NOSNAP {
+            return Ok(());
+        }
+        image
+            .flush()
+            .map_err(|e| errno_of(&format!("flush {}", image.name()), &e))
     }
 
     fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
@@ -445,10 +455,10 @@ impl Filesystem for RbdFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes are acknowledged only once RADOS has them, so there is
-        // nothing left to flush.
-        match self.handle(fh) {
-            Ok(_) => reply.ok(),
+        // close(): acknowledged writes must be on RADOS before it returns,
+        // and a failed write-back is reported here.
+        match self.flush_handle(fh) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -461,8 +471,8 @@ impl Filesystem for RbdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.handle(fh) {
-            Ok(_) => reply.ok(),
+        match self.flush_handle(fh) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -605,7 +615,7 @@ impl Filesystem for RbdFs {
     fn destroy(&mut self) {
         let open = self.handles.lock().len();
         if open > 0 {
-            error!("unmounting with {open} open files");
+            debug!("unmounting with {open} open files");
         }
     }
 }

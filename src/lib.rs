@@ -5,6 +5,7 @@
 //! [`layout`] (offset ↔ object math) → [`image`] (one open image) →
 //! [`pool`] (the pool's images) → [`fs`] (the FUSE adapter) → `cli`.
 
+pub mod cache;
 pub mod cli;
 pub mod format;
 pub mod fs;

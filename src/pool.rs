@@ -7,6 +7,7 @@ use std::sync::Arc;
 use log::warn;
 use parking_lot::Mutex;
 
+use crate::cache::Cache;
 use crate::format::tmap::Tmap;
 use crate::format::valid_file_name;
 use crate::image::{Image, ImageError, ImageResult};
@@ -17,15 +18,17 @@ pub const DIRECTORY: &str = "rbd_directory";
 
 pub struct Pool {
     store: Arc<dyn ObjectStore>,
+    cache: Arc<Cache>,
     /// `--image`: expose only this image.
     only: Option<String>,
     open: Mutex<HashMap<String, Arc<Image>>>,
 }
 
 impl Pool {
-    pub fn new(store: Arc<dyn ObjectStore>, only: Option<String>) -> Pool {
+    pub fn new(store: Arc<dyn ObjectStore>, cache: Arc<Cache>, only: Option<String>) -> Pool {
         Pool {
             store,
+            cache,
             only,
             open: Mutex::new(HashMap::new()),
         }
@@ -82,7 +85,7 @@ impl Pool {
             image.current_info()?;
             return Ok(image);
         }
-        let image = Arc::new(Image::open(self.store.clone(), name)?);
+        let image = Arc::new(Image::open(self.store.clone(), &self.cache, name)?);
         let mut open = self.open.lock();
         Ok(open.entry(name.to_string()).or_insert(image).clone())
     }
@@ -91,5 +94,22 @@ impl Pool {
     /// next use opens it afresh.
     pub fn forget(&self, name: &str) {
         self.open.lock().remove(name);
+    }
+}
+
+impl Pool {
+    /// Writes back every open image's dirty data (unmount).
+    pub fn flush_all(&self) -> Result<(), ImageError> {
+        let images: Vec<Arc<Image>> = self.open.lock().values().cloned().collect();
+        let mut first = Ok(());
+        for image in images {
+            if let Err(e) = image.flush() {
+                warn!("flush {}: {e}", image.name());
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
     }
 }

@@ -1,0 +1,136 @@
+//! The image's errors and its header state as one immutable value.
+
+use thiserror::Error;
+
+use crate::format::v1::HeaderV1;
+use crate::format::{FormatError, SnapshotInfo};
+use crate::layout::Layout;
+use crate::store::{NOSNAP, SnapContext, SnapId, StoreError};
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("image {0}: no such image")]
+    NotFound(String),
+    #[error("image {image}: {source}")]
+    Corrupt {
+        image: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("image {image}: {source}")]
+    Store {
+        image: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("image {image} is read-only: {reason}")]
+    ReadOnly { image: String, reason: String },
+    #[error("image {image}: {offset}+{len} is past the end ({size} bytes)")]
+    PastEnd {
+        image: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("image {image}: snapshot {snap}: no such snapshot")]
+    NoSnapshot { image: String, snap: String },
+    #[error("image {image}: snapshot {snap} already exists")]
+    SnapshotExists { image: String, snap: String },
+    #[error("invalid snapshot name {0:?}")]
+    InvalidName(String),
+}
+
+impl ImageError {
+    pub fn errno(&self) -> i32 {
+        match self {
+            ImageError::NotFound(_) | ImageError::NoSnapshot { .. } => libc::ENOENT,
+            ImageError::Corrupt { .. } => libc::EIO,
+            ImageError::Store { source, .. } => match source.errno() {
+                // A data or header object that vanished under us is an I/O
+                // error for the caller, not "no such file".
+                libc::ENOENT => libc::EIO,
+                // ESHUTDOWN is how librados reports EBLOCKLISTED.
+                e @ (libc::ETIMEDOUT
+                | libc::EROFS
+                | libc::ENOSPC
+                | libc::EDQUOT
+                | libc::ESHUTDOWN) => e,
+                _ => libc::EIO,
+            },
+            ImageError::ReadOnly { .. } => libc::EROFS,
+            ImageError::PastEnd { .. } => libc::ENOSPC,
+            ImageError::SnapshotExists { .. } => libc::EEXIST,
+            ImageError::InvalidName(_) => libc::EINVAL,
+        }
+    }
+
+    /// Expected outcomes (a lookup of a name that does not exist) are not
+    /// worth a warning in the log.
+    pub fn is_expected(&self) -> bool {
+        matches!(
+            self,
+            ImageError::NotFound(_)
+                | ImageError::NoSnapshot { .. }
+                | ImageError::PastEnd { .. }
+                | ImageError::ReadOnly { .. }
+                | ImageError::SnapshotExists { .. }
+                | ImageError::InvalidName(_)
+        )
+    }
+}
+
+pub type ImageResult<T> = Result<T, ImageError>;
+
+/// The header state of an image, as one immutable value: a refresh swaps in
+/// a new one, so a reader never sees a half-updated header.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub format: u8,
+    pub object_prefix: String,
+    pub order: u8,
+    pub layout: Layout,
+    pub size: u64,
+    pub snapc: SnapContext,
+    /// Newest first.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Why writes are refused, if they are.
+    pub read_only: Option<String>,
+}
+
+impl ImageInfo {
+    pub(super) fn from_v1(h: HeaderV1) -> ImageInfo {
+        let snaps: Vec<SnapId> = h.snapshots.iter().map(|s| s.id).collect();
+        ImageInfo {
+            format: 1,
+            object_prefix: h.block_name,
+            order: h.order,
+            layout: Layout::plain(h.order),
+            size: h.size,
+            snapc: SnapContext {
+                seq: h.snap_seq,
+                snaps,
+            },
+            snapshots: h.snapshots,
+            read_only: None,
+        }
+    }
+
+    pub fn data_object(&self, object_no: u64) -> String {
+        match self.format {
+            1 => format!("{}.{:012x}", self.object_prefix, object_no),
+            _ => format!("{}.{:016x}", self.object_prefix, object_no),
+        }
+    }
+
+    pub fn snapshot(&self, name: &str) -> Option<&SnapshotInfo> {
+        self.snapshots.iter().find(|s| s.name == name)
+    }
+
+    /// Image size at `snap` (NOSNAP: the head).
+    pub fn size_at(&self, snap: SnapId) -> Option<u64> {
+        if snap == NOSNAP {
+            return Some(self.size);
+        }
+        self.snapshots.iter().find(|s| s.id == snap).map(|s| s.size)
+    }
+}

@@ -1,0 +1,270 @@
+//! One open RBD image: reads at the head or a snapshot, writes with the
+//! image's snap context, flush, and snapshot create/remove. Byte ranges
+//! become object extents through the image's [`Layout`](crate::layout::Layout),
+//! and object I/O goes through the [cache](crate::cache) to [`ImageCore`].
+
+mod core;
+mod info;
+
+use std::sync::Arc;
+
+use log::{info, warn};
+use parking_lot::RwLock;
+
+pub use self::core::ImageCore;
+pub use self::info::{ImageError, ImageInfo, ImageResult};
+use crate::cache::{Cache, ImageCache};
+use crate::format::decode::Encoder;
+use crate::format::{MAX_NAME_LEN, SnapshotInfo};
+use crate::layout::ObjectExtent;
+use crate::store::{ObjectStore, SnapId, StoreError};
+
+pub struct Image {
+    core: Arc<ImageCore>,
+    cache: ImageCache,
+    /// Writes hold it shared; snapshot creation holds it exclusively so no
+    /// write is in flight (or dirty in the cache) while the snap context
+    /// changes.
+    io_gate: RwLock<()>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("name", &self.core.name)
+            .finish()
+    }
+}
+
+impl Image {
+    pub fn open(store: Arc<dyn ObjectStore>, cache: &Arc<Cache>, name: &str) -> ImageResult<Image> {
+        let core = Arc::new(ImageCore::open(store, name)?);
+        let cache = cache.for_image(core.clone());
+        Ok(Image {
+            core,
+            cache,
+            io_gate: RwLock::new(()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    pub fn info(&self) -> Arc<ImageInfo> {
+        self.core.info()
+    }
+
+    pub fn refresh(&self) -> ImageResult<Arc<ImageInfo>> {
+        let before = self.core.info();
+        let after = self.core.refresh()?;
+        if before.size != after.size || before.snapshots != after.snapshots {
+            self.cache.invalidate();
+        }
+        Ok(after)
+    }
+
+    pub fn current_info(&self) -> ImageResult<Arc<ImageInfo>> {
+        self.core.current_info()
+    }
+
+    /// Reads `len` bytes at `offset` of the image at `snap`, clipped at the
+    /// image's size there. Missing objects and the part past an object's
+    /// end read as zeros.
+    pub fn read(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<Vec<u8>> {
+        let info = self.current_info()?;
+        let size = info.size_at(snap).ok_or_else(|| ImageError::NoSnapshot {
+            image: self.name().to_string(),
+            snap: snap.to_string(),
+        })?;
+        if offset >= size {
+            return Ok(Vec::new());
+        }
+        let len = len.min(size - offset);
+        let mut buf = vec![0u8; len as usize];
+        let extents = info.layout.map(offset, len);
+        // Extents are disjoint slices of `buf`: read them concurrently.
+        let mut slices = Vec::with_capacity(extents.len());
+        let mut rest = &mut buf[..];
+        for e in &extents {
+            let (head, tail) = rest.split_at_mut(e.len as usize);
+            slices.push((e, head));
+            rest = tail;
+        }
+        self.in_parallel(slices, |(e, out): (&ObjectExtent, &mut [u8])| {
+            let data = self.cache.read(snap, e.object_no, e.offset, e.len)?;
+            out.copy_from_slice(&data[..out.len()]);
+            Ok(())
+        })?;
+        self.cache.note_read(snap, offset, len);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` of the head. Fails without writing
+    /// anything when the range runs past the image's end.
+    pub fn write(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
+        let _gate = self.io_gate.read();
+        let info = self.current_info()?;
+        if let Some(reason) = &info.read_only {
+            return Err(ImageError::ReadOnly {
+                image: self.name().to_string(),
+                reason: reason.clone(),
+            });
+        }
+        let len = data.len() as u64;
+        if offset.checked_add(len).is_none_or(|end| end > info.size) {
+            return Err(ImageError::PastEnd {
+                image: self.name().to_string(),
+                offset,
+                len,
+                size: info.size,
+            });
+        }
+        let extents = info.layout.map(offset, len);
+        self.in_parallel(extents.iter().collect(), |e: &ObjectExtent| {
+            let chunk = &data[e.buf_offset as usize..(e.buf_offset + e.len) as usize];
+            self.cache.write(e.object_no, e.offset, chunk)
+        })
+    }
+
+    /// Returns once every acknowledged write of this image is on RADOS, or
+    /// with the first write-back error since the last flush.
+    pub fn flush(&self) -> ImageResult<()> {
+        self.cache.flush()
+    }
+
+    /// Runs `f` on every item, concurrently when there is more than one
+    /// (object I/O is latency-bound); returns the first error.
+    fn in_parallel<T: Send>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(T) -> ImageResult<()> + Sync,
+    ) -> ImageResult<()> {
+        if items.len() <= 1 {
+            return items.into_iter().try_for_each(f);
+        }
+        let f = &f;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = items
+                .into_iter()
+                .map(|item| s.spawn(move || f(item)))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(self.core.store_err(StoreError::Errno {
+                        op: "io worker",
+                        oid: self.name().to_string(),
+                        errno: libc::EIO,
+                    }))
+                })
+            })
+        })
+    }
+
+    /// Creates snapshot `snap_name` of the head as librbd does for format 1:
+    /// a self-managed snap id from the pool, recorded with `rbd.snap_add` on
+    /// the header, after every acknowledged write is on RADOS. Writes are
+    /// held off meanwhile so none straddles the new snap context.
+    pub fn snap_create(&self, snap_name: &str) -> ImageResult<SnapshotInfo> {
+        validate_snap_name(snap_name)?;
+        let _gate = self.io_gate.write();
+        self.flush()?;
+        let info = self.refresh()?;
+        let image = self.name().to_string();
+        if info.snapshot(snap_name).is_some() {
+            return Err(ImageError::SnapshotExists {
+                image,
+                snap: snap_name.into(),
+            });
+        }
+        if let Some(reason) = &info.read_only {
+            return Err(ImageError::ReadOnly {
+                image,
+                reason: reason.clone(),
+            });
+        }
+        let store = &self.core.store;
+        let id = store
+            .selfmanaged_snap_create()
+            .map_err(|e| self.core.store_err(e))?;
+        let mut input = Encoder::new();
+        input.string(snap_name).u64(id);
+        if let Err(e) = store.exec(&self.core.header_oid(), "rbd", "snap_add", &input.finish()) {
+            // Leave no half-made snapshot: give the id back.
+            if let Err(e2) = store.selfmanaged_snap_remove(id) {
+                warn!("image {image}: cannot release snap id {id}: {e2}");
+            }
+            return Err(if e.errno() == libc::EEXIST {
+                ImageError::SnapshotExists {
+                    image,
+                    snap: snap_name.into(),
+                }
+            } else {
+                self.core.store_err(e)
+            });
+        }
+        self.core.notify_header_update();
+        let info = self.refresh()?;
+        info!("image {image}: created snapshot {snap_name} (id {id})");
+        info.snapshot(snap_name)
+            .cloned()
+            .ok_or(ImageError::NoSnapshot {
+                image,
+                snap: snap_name.into(),
+            })
+    }
+
+    /// Removes snapshot `snap_name`: `rbd.snap_remove` on the header, then
+    /// the pool's self-managed snap id, as librbd does for format 1.
+    pub fn snap_remove(&self, snap_name: &str) -> ImageResult<()> {
+        let info = self.refresh()?;
+        let image = self.name().to_string();
+        let snap = info
+            .snapshot(snap_name)
+            .cloned()
+            .ok_or_else(|| ImageError::NoSnapshot {
+                image: image.clone(),
+                snap: snap_name.into(),
+            })?;
+        if let Some(reason) = &info.read_only {
+            return Err(ImageError::ReadOnly {
+                image,
+                reason: reason.clone(),
+            });
+        }
+        let store = &self.core.store;
+        let mut input = Encoder::new();
+        input.string(snap_name);
+        store
+            .exec(
+                &self.core.header_oid(),
+                "rbd",
+                "snap_remove",
+                &input.finish(),
+            )
+            .map_err(|e| self.core.store_err(e))?;
+        if let Err(e) = store.selfmanaged_snap_remove(snap.id) {
+            warn!(
+                "image {image}: snapshot {snap_name} removed but its id {} was not released: {e}",
+                snap.id
+            );
+        }
+        self.core.notify_header_update();
+        self.refresh()?;
+        info!("image {image}: removed snapshot {snap_name}");
+        Ok(())
+    }
+}
+
+/// Snapshot names as librbd and our `.snap` directory accept them.
+pub fn validate_snap_name(name: &str) -> ImageResult<()> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '@', '\0'])
+    {
+        return Err(ImageError::InvalidName(name.to_string()));
+    }
+    Ok(())
+}
