@@ -32,7 +32,7 @@ pub trait ObjectIo: Send + Sync {
 }
 
 /// Settings of the cache shared by every image of a mount.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// Bytes of cached data (clean + dirty) at most.
     pub capacity: u64,

@@ -60,7 +60,7 @@ pub struct MountArgs {
     verbose: u8,
     /// Mount options, comma-separated: conf=FILE, id=ID, keyring=FILE, image=NAME,
     /// ro, rw, allow_other, allow_root, default_permissions, uid=N, gid=N,
-    /// rados_timeout=SECONDS (default 60), log_file=PATH, debug, fsname=NAME.
+    /// rados_timeout=SECONDS (default 60), cache_size=MiB (default 64), log_file=PATH, debug, fsname=NAME.
     /// Generic mount(8) options (defaults, _netdev, nofail, noatime, ...) are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -86,6 +86,7 @@ pub struct MountConfig {
     pub log_file: Option<PathBuf>,
     pub log_level: log::LevelFilter,
     pub fsname: Option<String>,
+    pub cache: CacheConfig,
 }
 
 impl PartialEq for ConnectOptions {
@@ -153,6 +154,7 @@ impl MountArgs {
                 _ => log::LevelFilter::Trace,
             },
             fsname: None,
+            cache: CacheConfig::default(),
         };
         for opt in self
             .options
@@ -189,6 +191,7 @@ impl MountArgs {
                 "log_file" => cfg.log_file = Some(need(value)?.into()),
                 "debug" => cfg.log_level = log::LevelFilter::Debug,
                 "fsname" => cfg.fsname = Some(need(value)?),
+                "cache_size" => cfg.cache.capacity = num(value)? << 20,
                 // mount.fuse3 may pass these through; we are always a FUSE fs.
                 "subtype" | "fstype" => {}
                 k if is_generic_mount_option(k) => {}
@@ -351,7 +354,7 @@ fn fuse_config(cfg: &MountConfig) -> Config {
 fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
     let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
     let store = Arc::new(cluster.open_pool(&cfg.pool).map_err(|e| e.to_string())?);
-    let cache = Cache::new(CacheConfig::default());
+    let cache = Cache::new(cfg.cache.clone());
     let pool = Arc::new(Pool::new(store, cache, cfg.image.clone()));
     // One round trip now, so a pool we cannot read fails the mount rather
     // than every later `ls`.
