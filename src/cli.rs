@@ -387,7 +387,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
     spawn_signal_watcher(unmounter, cfg.mountpoint.clone());
     let result = session.run();
     // Unmounted: whatever is still dirty goes to RADOS before we exit.
-    let flushed = pool.flush_all();
+    let flushed = pool.close_all();
     info!("unmounted {}", cfg.mountpoint.display());
     flushed.map_err(|e| format!("write-back at unmount failed: {e}"))?;
     result.map_err(|e| format!("FUSE session failed: {e}"))

@@ -106,6 +106,32 @@ impl Layout {
         out
     }
 
+    /// The inverse of [`map`](Self::map): the image ranges that
+    /// `[offset, offset+len)` of object `object_no` hold, as
+    /// (image offset, length, offset in the object), in object order.
+    pub fn unmap(&self, object_no: u64, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
+        let su = self.stripe_unit;
+        let sc = self.stripe_count;
+        let spo = self.object_size / su;
+        let object_set = object_no / sc;
+        let pos = object_no % sc;
+        let mut out: Vec<(u64, u64, u64)> = Vec::new();
+        let end = (offset + len).min(self.object_size);
+        let mut at = offset;
+        while at < end {
+            let stripe = object_set * spo + at / su;
+            let block = stripe * sc + pos;
+            let image_off = block * su + at % su;
+            let n = (su - at % su).min(end - at);
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == image_off => last.1 += n,
+                _ => out.push((image_off, n, at)),
+            }
+            at += n;
+        }
+        out
+    }
+
     /// Number of data objects an image of `size` bytes may use.
     pub fn object_count(&self, size: u64) -> u64 {
         if size == 0 {
@@ -166,6 +192,19 @@ mod tests {
                     }
                 }
                 prop_assert!(e.offset + e.len <= l.object_size);
+            }
+        }
+
+        #[test]
+        fn unmap_inverts_map(l in arb_layout(), offset in 0u64..(1 << 22), len in 1u64..300_000) {
+            for e in l.map(offset, len) {
+                let back = l.unmap(e.object_no, e.offset, e.len);
+                let total: u64 = back.iter().map(|b| b.1).sum();
+                prop_assert_eq!(total, e.len);
+                for (image_off, n, obj_off) in back {
+                    prop_assert_eq!(reference(&l, image_off), (e.object_no, obj_off));
+                    prop_assert_eq!(reference(&l, image_off + n - 1), (e.object_no, obj_off + n - 1));
+                }
             }
         }
 

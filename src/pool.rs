@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 
 use crate::cache::Cache;
 use crate::format::tmap::Tmap;
+use crate::format::v2::{decode_dir_list, dir_list_input};
 use crate::format::valid_file_name;
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
@@ -38,10 +39,42 @@ impl Pool {
         &self.store
     }
 
-    /// Image names from `rbd_directory`, sorted. Entries that cannot be file
-    /// names are left out with a log line; an undecodable directory is an
-    /// error for the listing only (opening a known name still works).
+    /// Image names from `rbd_directory` (format 1 in its TMAP data, format
+    /// 2 through `rbd.dir_list`), sorted. Entries that cannot be file names
+    /// are left out with a log line; an undecodable directory part is left
+    /// out with a log line (opening a known name still works).
     pub fn list(&self) -> Result<Vec<String>, StoreError> {
+        let mut v1 = self.list_v1()?;
+        let v2 = self.list_v2()?;
+        v1.retain(|n| {
+            let both = v2.contains(n);
+            if both {
+                warn!("image {n} is listed as both format 1 and format 2; showing it once");
+            }
+            !both
+        });
+        let mut names: Vec<String> = v1
+            .into_iter()
+            .chain(v2)
+            .filter(|n| Self::usable_name(n))
+            .collect();
+        if let Some(only) = &self.only {
+            names.retain(|n| n == only);
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn usable_name(name: &str) -> bool {
+        let ok = valid_file_name(name);
+        if !ok {
+            warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
+        }
+        ok
+    }
+
+    fn list_v1(&self) -> Result<Vec<String>, StoreError> {
         let raw = match self.store.read_full(DIRECTORY) {
             Ok(raw) => raw,
             Err(e) if e.is_not_found() => Vec::new(),
@@ -54,24 +87,60 @@ impl Pool {
                 Tmap::default()
             }
         };
-        let mut names = Vec::with_capacity(tmap.entries.len());
-        for (key, _) in tmap.entries {
-            match String::from_utf8(key) {
-                Ok(name) if valid_file_name(&name) => names.push(name),
-                Ok(name) => {
-                    warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped")
+        Ok(tmap
+            .entries
+            .into_iter()
+            .filter_map(|(key, _)| match String::from_utf8(key) {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    warn!(
+                        "{DIRECTORY}: image name {:?} is not UTF-8; skipped",
+                        e.as_bytes()
+                    );
+                    None
                 }
-                Err(e) => warn!(
-                    "{DIRECTORY}: image name {:?} is not UTF-8; skipped",
-                    e.as_bytes()
-                ),
+            })
+            .collect())
+    }
+
+    fn list_v2(&self) -> Result<Vec<String>, StoreError> {
+        const PAGE: u64 = 1024;
+        let mut names = Vec::new();
+        let mut after: Vec<u8> = Vec::new();
+        loop {
+            let reply =
+                match self
+                    .store
+                    .exec(DIRECTORY, "rbd", "dir_list", &dir_list_input(&after, PAGE))
+                {
+                    Ok(r) => r,
+                    Err(e) if e.is_not_found() => break,
+                    // The in-memory test store has no object classes.
+                    Err(e) if e.errno() == libc::EOPNOTSUPP => break,
+                    Err(e) => return Err(e),
+                };
+            let entries = match decode_dir_list(&reply) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("{DIRECTORY}: {e}; listing no more format-2 images");
+                    break;
+                }
+            };
+            let full_page = entries.len() as u64 >= PAGE;
+            for entry in &entries {
+                match entry.name_str() {
+                    Some(n) => names.push(n.to_string()),
+                    None => warn!(
+                        "{DIRECTORY}: image name {:?} is not UTF-8; skipped",
+                        entry.name
+                    ),
+                }
+            }
+            match entries.last() {
+                Some(last) if full_page => after = last.name.clone(),
+                _ => break,
             }
         }
-        if let Some(only) = &self.only {
-            names.retain(|n| n == only);
-        }
-        names.sort();
-        names.dedup();
         Ok(names)
     }
 
@@ -85,7 +154,7 @@ impl Pool {
             image.current_info()?;
             return Ok(image);
         }
-        let image = Arc::new(Image::open(self.store.clone(), &self.cache, name)?);
+        let image = Image::open(self.store.clone(), &self.cache, name)?;
         let mut open = self.open.lock();
         Ok(open.entry(name.to_string()).or_insert(image).clone())
     }
@@ -98,12 +167,13 @@ impl Pool {
 }
 
 impl Pool {
-    /// Writes back every open image's dirty data (unmount).
-    pub fn flush_all(&self) -> Result<(), ImageError> {
+    /// Writes back every open image's dirty data and gives back exclusive
+    /// locks (unmount).
+    pub fn close_all(&self) -> Result<(), ImageError> {
         let images: Vec<Arc<Image>> = self.open.lock().values().cloned().collect();
         let mut first = Ok(());
         for image in images {
-            if let Err(e) = image.flush() {
+            if let Err(e) = image.close() {
                 warn!("flush {}: {e}", image.name());
                 if first.is_ok() {
                     first = Err(e);

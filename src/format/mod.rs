@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod tmap;
 pub mod v1;
+pub mod v2;
 
 use thiserror::Error;
 

@@ -1,38 +1,93 @@
 //! The part of an image that talks to RADOS: header loading and refresh,
 //! the header watch, and object-granular reads and writes with the right
-//! snap id and snap context. The cache sits on top of it.
+//! snap id and snap context, including clone parents (reads fall through
+//! to the parent; the first write copies the parent's data up). The cache
+//! sits on top of it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{debug, warn};
 use parking_lot::{Mutex, RwLock};
 
+use super::header::{self, HeaderRef};
 use super::info::{ImageError, ImageInfo, ImageResult};
+use super::lock::ExclusiveLock;
 use crate::cache::ObjectIo;
-use crate::format::v1::{HeaderV1, header_object};
+use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NotifyMessage};
 use crate::layout::Layout;
-use crate::store::{ObjectStore, SnapId, StoreError, WatchEvent, WatchGuard};
+use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError, WatchEvent, WatchGuard};
+
+/// How deep a chain of clone parents may be before we call it a loop.
+const MAX_PARENT_DEPTH: u32 = 16;
 
 pub struct ImageCore {
     pub(super) store: Arc<dyn ObjectStore>,
+    /// Where the data objects live (the data pool, or `store`).
+    data_store: Arc<dyn ObjectStore>,
+    header: HeaderRef,
     pub(super) name: String,
     info: RwLock<Arc<ImageInfo>>,
     /// Set by the header watch when another client changed the header, and
     /// when the watch broke (a notification may have been lost).
     stale: Arc<AtomicBool>,
     watch: Mutex<Option<Box<dyn WatchGuard>>>,
+    /// The clone's parent, opened at first need.
+    parent: Mutex<Option<Arc<ImageCore>>>,
+    /// Objects of a clone known to exist in the child (no copy-up needed).
+    copied_up: Mutex<HashSet<u64>>,
+    depth: u32,
+    /// Format 2 with exclusive-lock: taken before the first write.
+    pub(super) lock: Option<Arc<ExclusiveLock>>,
+    /// The watch broke: re-watch (and re-take the lock) at the next refresh.
+    watch_broken: Arc<AtomicBool>,
 }
 
 impl ImageCore {
+    /// Opens image `name` of this pool (format 2 or 1).
     pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> ImageResult<ImageCore> {
-        let info = load_header(&*store, name)?;
+        let header = header::resolve(&*store, name)?;
+        Self::open_ref(store, header, 0)
+    }
+
+    fn open_ref(
+        store: Arc<dyn ObjectStore>,
+        header: HeaderRef,
+        depth: u32,
+    ) -> ImageResult<ImageCore> {
+        let name = header.name().to_string();
+        let info = header::load(&*store, &header)?;
+        let data_store = match info.data_pool {
+            Some(pool) => store.pool_by_id(pool).map_err(|e| ImageError::Store {
+                image: name.clone(),
+                source: e,
+            })?,
+            None => store.clone(),
+        };
+        // A parent is only read: it never takes the lock.
+        let lock = (depth == 0 && info.features & FEATURE_EXCLUSIVE_LOCK != 0).then(|| {
+            Arc::new(ExclusiveLock::new(
+                store.clone(),
+                &name,
+                &info.header_oid,
+                info.id.as_deref().unwrap_or_default(),
+                info.features & FEATURE_OBJECT_MAP != 0,
+            ))
+        });
         let core = ImageCore {
             store,
-            name: name.to_string(),
+            data_store,
+            header,
+            name,
             info: RwLock::new(Arc::new(info)),
             stale: Arc::new(AtomicBool::new(false)),
             watch: Mutex::new(None),
+            parent: Mutex::new(None),
+            copied_up: Mutex::new(HashSet::new()),
+            depth,
+            lock,
+            watch_broken: Arc::new(AtomicBool::new(false)),
         };
         core.ensure_watch();
         Ok(core)
@@ -43,7 +98,7 @@ impl ImageCore {
     }
 
     pub(super) fn header_oid(&self) -> String {
-        header_object(&self.name)
+        self.header.header_oid()
     }
 
     /// Watches the header so that snapshots and resizes by other clients
@@ -54,13 +109,29 @@ impl ImageCore {
             return;
         }
         let stale = self.stale.clone();
+        let broken = self.watch_broken.clone();
         let name = self.name.clone();
-        let callback = Box::new(move |event: WatchEvent<'_>| {
-            if let WatchEvent::Error(e) = event {
-                warn!("image {name}: header watch failed ({e}); will re-read the header");
+        let lock = self.lock.clone();
+        let callback = Box::new(move |event: WatchEvent<'_>| match event {
+            WatchEvent::Error(e) => {
+                warn!(
+                    "image {name}: header watch failed ({e}); will re-watch and re-read the header"
+                );
+                broken.store(true, Ordering::SeqCst);
+                stale.store(true, Ordering::SeqCst);
+                Vec::new()
             }
-            stale.store(true, Ordering::SeqCst);
-            Vec::new()
+            WatchEvent::Notify(payload) => {
+                let msg = NotifyMessage::decode(payload).unwrap_or(NotifyMessage::HeaderUpdate);
+                debug!("image {name}: notification {msg:?}");
+                if matches!(msg, NotifyMessage::HeaderUpdate) {
+                    stale.store(true, Ordering::SeqCst);
+                }
+                match &lock {
+                    Some(lock) => lock.handle_notify(&msg),
+                    None => Vec::new(),
+                }
+            }
         });
         match self.store.watch(&self.header_oid(), callback) {
             Ok(guard) => *watch = Some(guard),
@@ -76,12 +147,34 @@ impl ImageCore {
         // Clear first: a notification that arrives while we read is then
         // not lost, it just causes one more refresh.
         self.stale.store(false, Ordering::SeqCst);
-        let info = Arc::new(load_header(&*self.store, &self.name)?);
-        *self.info.write() = info.clone();
+        let info = Arc::new(header::load(&*self.store, &self.header)?);
+        let old = std::mem::replace(&mut *self.info.write(), info.clone());
+        if old.parent != info.parent {
+            // Flattened or re-parented: forget what we knew.
+            *self.parent.lock() = None;
+            self.copied_up.lock().clear();
+        }
+        if self.watch_broken.swap(false, Ordering::SeqCst) {
+            // Our lock cookie names the old watch handle; peers would take
+            // us for dead. Give the lock back and watch afresh.
+            if let Some(lock) = &self.lock {
+                if let Err(e) = lock.release() {
+                    warn!(
+                        "image {}: releasing the lock after a watch error: {e}",
+                        self.name
+                    );
+                }
+            }
+            *self.watch.lock() = None;
+        }
         if self.watch.lock().is_none() {
             self.ensure_watch();
         }
         Ok(info)
+    }
+
+    fn watch_cookie(&self) -> Option<u64> {
+        self.watch.lock().as_ref().map(|w| w.cookie())
     }
 
     /// The header, re-read first if it may have changed.
@@ -106,6 +199,96 @@ impl ImageCore {
             debug!("image {}: header notify failed: {e}", self.name);
         }
     }
+
+    /// The clone's parent image, opened on first use.
+    fn parent_image(&self, info: &ImageInfo) -> ImageResult<Option<Arc<ImageCore>>> {
+        let Some(parent) = &info.parent else {
+            return Ok(None);
+        };
+        let mut slot = self.parent.lock();
+        if let Some(p) = slot.as_ref() {
+            return Ok(Some(p.clone()));
+        }
+        if self.depth >= MAX_PARENT_DEPTH || !parent.spec.pool_namespace.is_empty() {
+            return Err(ImageError::Unsupported {
+                image: self.name.clone(),
+                reason: format!(
+                    "parent {:?} is {}",
+                    parent.spec,
+                    if self.depth >= MAX_PARENT_DEPTH {
+                        "too deep a chain"
+                    } else {
+                        "in a pool namespace"
+                    }
+                ),
+            });
+        }
+        let store = self
+            .store
+            .pool_by_id(parent.spec.pool_id)
+            .map_err(|e| self.store_err(e))?;
+        let header = HeaderRef::V2 {
+            name: format!("{} (parent of {})", parent.spec.image_id, self.name),
+            id: parent.spec.image_id.clone(),
+        };
+        let image = Arc::new(ImageCore::open_ref(store, header, self.depth + 1)?);
+        *slot = Some(image.clone());
+        Ok(Some(image))
+    }
+
+    /// Reads an image range at `snap` straight from RADOS (no cache): used
+    /// for a child's reads that fall through to this parent.
+    fn read_range(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<Vec<u8>> {
+        let info = self.current_info()?;
+        let size = info.size_at(snap).unwrap_or(0);
+        let mut out = vec![0u8; len as usize];
+        if offset >= size {
+            return Ok(out);
+        }
+        let len = len.min(size - offset);
+        for e in info.layout.map(offset, len) {
+            let data = self.read_object(snap, e.object_no, e.offset, e.len)?;
+            out[e.buf_offset as usize..(e.buf_offset + e.len) as usize].copy_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// The parent's bytes for `[offset, offset+len)` of object `object_no`
+    /// of this clone as of `snap` (zeros beyond the overlap), or None when
+    /// no part of it comes from a parent.
+    fn parent_data(
+        &self,
+        info: &ImageInfo,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        len: u64,
+    ) -> ImageResult<Option<Vec<u8>>> {
+        let Some(parent_info) = &info.parent else {
+            return Ok(None);
+        };
+        let overlap = parent_info.overlap_at(snap);
+        let pieces: Vec<_> = info
+            .layout
+            .unmap(object_no, offset, len)
+            .into_iter()
+            .filter(|(image_off, _, _)| *image_off < overlap)
+            .collect();
+        if pieces.is_empty() {
+            return Ok(None);
+        }
+        let Some(parent) = self.parent_image(info)? else {
+            return Ok(None);
+        };
+        let mut out = vec![0u8; len as usize];
+        for (image_off, n, obj_off) in pieces {
+            let n = n.min(overlap - image_off);
+            let data = parent.read_range(parent_info.spec.snap_id, image_off, n)?;
+            let at = (obj_off - offset) as usize;
+            out[at..at + n as usize].copy_from_slice(&data);
+        }
+        Ok(Some(out))
+    }
 }
 
 impl ObjectIo for ImageCore {
@@ -118,9 +301,15 @@ impl ObjectIo for ImageCore {
     ) -> ImageResult<Vec<u8>> {
         let info = self.current_info()?;
         let oid = info.data_object(object_no);
-        let mut out = match self.store.read(&oid, offset, len as usize, snap) {
+        let mut out = match self.data_store.read(&oid, offset, len as usize, snap) {
             Ok(data) => data,
-            Err(err) if err.is_not_found() => Vec::new(),
+            Err(err) if err.is_not_found() => {
+                // A clone's object that was never written shows the parent.
+                if let Some(data) = self.parent_data(&info, snap, object_no, offset, len)? {
+                    return Ok(data);
+                }
+                Vec::new()
+            }
             Err(err) => return Err(self.store_err(err)),
         };
         out.resize(len as usize, 0);
@@ -137,8 +326,25 @@ impl ObjectIo for ImageCore {
                 reason: reason.clone(),
             });
         }
+        // Held until the write is done, so a lock handover waits for it.
+        let _lock = match &self.lock {
+            Some(lock) => {
+                let (guard, acquired) = lock.write_guard(self.watch_cookie(), object_no)?;
+                Some((guard, acquired))
+            }
+            None => None,
+        };
+        let info = match &_lock {
+            // The previous owner may have changed the header (snapshots!).
+            Some((_, true)) => self.refresh()?,
+            _ => info,
+        };
         let oid = info.data_object(object_no);
-        self.store
+        if info.parent.is_some() && !self.copied_up.lock().contains(&object_no) {
+            self.copy_up(&info, object_no, &oid, offset, data)?;
+            return Ok(());
+        }
+        self.data_store
             .write(&oid, offset, data, &info.snapc)
             .map_err(|e| self.store_err(e))
     }
@@ -156,21 +362,43 @@ impl ObjectIo for ImageCore {
     }
 }
 
-fn load_header(store: &dyn ObjectStore, name: &str) -> ImageResult<ImageInfo> {
-    let oid = header_object(name);
-    let raw = store.read_full(&oid).map_err(|e| {
-        if e.is_not_found() {
-            ImageError::NotFound(name.to_string())
+impl ImageCore {
+    /// First write to a clone's object that still shows the parent: write
+    /// the parent's bytes for the whole object with ours on top, in one
+    /// write, so the object never holds a mix of zeros and new data.
+    fn copy_up(
+        &self,
+        info: &ImageInfo,
+        object_no: u64,
+        oid: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> ImageResult<()> {
+        let exists = match self.data_store.stat(oid, NOSNAP) {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(self.store_err(e)),
+        };
+        let object_size = info.layout.object_size;
+        let parent = if exists {
+            None
         } else {
-            ImageError::Store {
-                image: name.to_string(),
-                source: e,
+            self.parent_data(info, NOSNAP, object_no, 0, object_size)?
+        };
+        let result = match parent {
+            Some(mut whole) => {
+                // Trailing zeros need not be stored.
+                let end = (offset as usize + data.len())
+                    .max(whole.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1));
+                whole[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+                whole.truncate(end);
+                debug!("image {}: copy-up of object {object_no}", self.name);
+                self.data_store.write(oid, 0, &whole, &info.snapc)
             }
-        }
-    })?;
-    let header = HeaderV1::decode(&raw).map_err(|source| ImageError::Corrupt {
-        image: name.to_string(),
-        source,
-    })?;
-    Ok(ImageInfo::from_v1(header))
+            None => self.data_store.write(oid, offset, data, &info.snapc),
+        };
+        result.map_err(|e| self.store_err(e))?;
+        self.copied_up.lock().insert(object_no);
+        Ok(())
+    }
 }

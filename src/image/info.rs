@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use crate::format::v1::HeaderV1;
+use crate::format::v2::ParentSpec;
 use crate::format::{FormatError, SnapshotInfo};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, SnapContext, SnapId, StoreError};
@@ -38,6 +39,8 @@ pub enum ImageError {
     SnapshotExists { image: String, snap: String },
     #[error("invalid snapshot name {0:?}")]
     InvalidName(String),
+    #[error("image {image} cannot be opened: {reason}")]
+    Unsupported { image: String, reason: String },
 }
 
 impl ImageError {
@@ -61,6 +64,7 @@ impl ImageError {
             ImageError::PastEnd { .. } => libc::ENOSPC,
             ImageError::SnapshotExists { .. } => libc::EEXIST,
             ImageError::InvalidName(_) => libc::EINVAL,
+            ImageError::Unsupported { .. } => libc::EOPNOTSUPP,
         }
     }
 
@@ -93,8 +97,43 @@ pub struct ImageInfo {
     pub snapc: SnapContext,
     /// Newest first.
     pub snapshots: Vec<SnapshotInfo>,
+    /// Snapshots that are not the user's (trash, group, mirror): readable
+    /// by id (a clone's parent may be one), never listed.
+    pub hidden_snapshots: Vec<SnapshotInfo>,
     /// Why writes are refused, if they are.
     pub read_only: Option<String>,
+    /// Format 2: the image id (`rbd_id.NAME` holds it).
+    pub id: Option<String>,
+    /// Object holding the header: `NAME.rbd` or `rbd_header.ID`.
+    pub header_oid: String,
+    /// Format-2 feature bits (0 for format 1).
+    pub features: u64,
+    /// Pool of the data objects, when not the image's own (data-pool).
+    pub data_pool: Option<i64>,
+    /// The parent of a clone, with the overlap at the head.
+    pub parent: Option<ParentInfo>,
+}
+
+/// Where a clone reads what it does not have yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentInfo {
+    pub spec: ParentSpec,
+    /// Bytes of the child (from offset 0) that come from the parent.
+    pub overlap: u64,
+    /// The overlap at each of the child's snapshots.
+    pub snap_overlaps: Vec<(SnapId, u64)>,
+}
+
+impl ParentInfo {
+    pub fn overlap_at(&self, snap: SnapId) -> u64 {
+        if snap == NOSNAP {
+            return self.overlap;
+        }
+        self.snap_overlaps
+            .iter()
+            .find(|(id, _)| *id == snap)
+            .map_or(0, |(_, o)| *o)
+    }
 }
 
 impl ImageInfo {
@@ -111,7 +150,13 @@ impl ImageInfo {
                 snaps,
             },
             snapshots: h.snapshots,
+            hidden_snapshots: Vec::new(),
             read_only: None,
+            id: None,
+            header_oid: String::new(),
+            features: 0,
+            data_pool: None,
+            parent: None,
         }
     }
 
@@ -131,6 +176,10 @@ impl ImageInfo {
         if snap == NOSNAP {
             return Some(self.size);
         }
-        self.snapshots.iter().find(|s| s.id == snap).map(|s| s.size)
+        self.snapshots
+            .iter()
+            .chain(&self.hidden_snapshots)
+            .find(|s| s.id == snap)
+            .map(|s| s.size)
     }
 }

@@ -4,7 +4,9 @@
 //! and object I/O goes through the [cache](crate::cache) to [`ImageCore`].
 
 mod core;
+mod header;
 mod info;
+mod lock;
 
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use log::{info, warn};
 use parking_lot::RwLock;
 
 pub use self::core::ImageCore;
-pub use self::info::{ImageError, ImageInfo, ImageResult};
+pub use self::header::HeaderRef;
+pub use self::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
 use crate::cache::{Cache, ImageCache};
 use crate::format::decode::Encoder;
 use crate::format::{MAX_NAME_LEN, SnapshotInfo};
@@ -37,14 +40,36 @@ impl std::fmt::Debug for Image {
 }
 
 impl Image {
-    pub fn open(store: Arc<dyn ObjectStore>, cache: &Arc<Cache>, name: &str) -> ImageResult<Image> {
+    pub fn open(
+        store: Arc<dyn ObjectStore>,
+        cache: &Arc<Cache>,
+        name: &str,
+    ) -> ImageResult<Arc<Image>> {
         let core = Arc::new(ImageCore::open(store, name)?);
         let cache = cache.for_image(core.clone());
-        Ok(Image {
+        let image = Arc::new(Image {
             core,
             cache,
             io_gate: RwLock::new(()),
-        })
+        });
+        if let Some(lock) = &image.core.lock {
+            // Before handing the lock over, what we acknowledged goes out.
+            let weak = Arc::downgrade(&image);
+            lock.set_flush_hook(Box::new(move || match weak.upgrade() {
+                Some(image) => image.cache.flush(),
+                None => Ok(()),
+            }));
+        }
+        Ok(image)
+    }
+
+    /// Flushes and gives back the exclusive lock (unmount).
+    pub fn close(&self) -> ImageResult<()> {
+        let flushed = self.flush();
+        if let Some(lock) = &self.core.lock {
+            lock.release()?;
+        }
+        flushed
     }
 
     pub fn name(&self) -> &str {

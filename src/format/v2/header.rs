@@ -132,7 +132,10 @@ pub fn decode_get_size(reply: &[u8]) -> Result<SizeInfo, FormatError> {
     let size = d.u64()?;
     finish(&d, GET_SIZE)?;
     if !(MIN_ORDER..=MAX_ORDER).contains(&order) {
-        return Err(FormatError::invalid(GET_SIZE, format!("order {order} out of range")));
+        return Err(FormatError::invalid(
+            GET_SIZE,
+            format!("order {order} out of range"),
+        ));
     }
     Ok(SizeInfo { order, size })
 }
@@ -184,7 +187,10 @@ pub fn decode_get_object_prefix(reply: &[u8]) -> Result<String, FormatError> {
     const WHAT: &str = "rbd.get_object_prefix reply";
     let s = decode_string_reply(reply, WHAT)?;
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
-        return Err(FormatError::invalid(WHAT, format!("bad object prefix {s:?}")));
+        return Err(FormatError::invalid(
+            WHAT,
+            format!("bad object prefix {s:?}"),
+        ));
     }
     Ok(s)
 }
@@ -199,7 +205,10 @@ pub fn decode_get_snapcontext(reply: &[u8]) -> Result<SnapContext, FormatError> 
     let seq = d.u64()?;
     let n = d.count(8)?;
     if n > MAX_SNAPSHOTS {
-        return Err(FormatError::invalid(GET_SNAPCONTEXT, format!("{n} snapshots")));
+        return Err(FormatError::invalid(
+            GET_SNAPCONTEXT,
+            format!("{n} snapshots"),
+        ));
     }
     let mut snaps = Vec::with_capacity(n);
     for _ in 0..n {
@@ -310,7 +319,10 @@ pub fn decode_parent_get(reply: &[u8]) -> Result<Option<ParentSpec>, FormatError
     let image_id = string(&mut s)?;
     let snap_id = s.u64()?;
     if pool_id < -1 {
-        return Err(FormatError::invalid(PARENT_GET, format!("pool id {pool_id}")));
+        return Err(FormatError::invalid(
+            PARENT_GET,
+            format!("pool id {pool_id}"),
+        ));
     }
     if pool_id == -1 || image_id.is_empty() || snap_id == CEPH_NOSNAP {
         return Ok(None);
@@ -372,7 +384,10 @@ pub fn decode_get_parent(reply: &[u8]) -> Result<Option<(ParentSpec, u64)>, Form
     let overlap = d.u64()?;
     finish(&d, GET_PARENT)?;
     if pool_id < -1 {
-        return Err(FormatError::invalid(GET_PARENT, format!("pool id {pool_id}")));
+        return Err(FormatError::invalid(
+            GET_PARENT,
+            format!("pool id {pool_id}"),
+        ));
     }
     if pool_id == -1 || image_id.is_empty() || snap_id == CEPH_NOSNAP {
         return Ok(None);
@@ -389,7 +404,11 @@ pub fn decode_get_parent(reply: &[u8]) -> Result<Option<(ParentSpec, u64)>, Form
 pub fn encode_get_parent_reply(parent: Option<(&ParentSpec, u64)>) -> Vec<u8> {
     let mut e = Encoder::new();
     match parent {
-        Some((p, overlap)) => e.u64(p.pool_id as u64).string(&p.image_id).u64(p.snap_id).u64(overlap),
+        Some((p, overlap)) => e
+            .u64(p.pool_id as u64)
+            .string(&p.image_id)
+            .u64(p.snap_id)
+            .u64(overlap),
         None => e.u64(-1i64 as u64).string("").u64(CEPH_NOSNAP).u64(0),
     };
     e.finish()
@@ -406,18 +425,27 @@ mod tests {
         // rbd-format.md: get_size of a 5 MiB image with order 22.
         assert_eq!(
             decode_get_size(&hex("16 0000500000000000")).unwrap(),
-            SizeInfo { order: 22, size: 5 << 20 }
+            SizeInfo {
+                order: 22,
+                size: 5 << 20
+            }
         );
         // get_features: 0x3d / 0x3d, and 0x3d / 0x01 with read_only.
         assert_eq!(
             decode_get_features(&hex("3d00000000000000 3d00000000000000")).unwrap(),
-            FeaturesInfo { features: 0x3d, incompatible: 0x3d }
+            FeaturesInfo {
+                features: 0x3d,
+                incompatible: 0x3d
+            }
         );
         assert_eq!(get_features_input(true), hex("feffffffffffffff 01"));
         // get_snapcontext: seq 4, one snapshot 4.
         assert_eq!(
             decode_get_snapcontext(&hex("0400000000000000 01000000 0400000000000000")).unwrap(),
-            SnapContext { seq: 4, snaps: vec![4] }
+            SnapContext {
+                seq: 4,
+                snaps: vec![4]
+            }
         );
         // rbd_id.img2 holds the id; the directory maps the name to it.
         let id = hex("0c000000 313031663339653738316362");
@@ -425,19 +453,38 @@ mod tests {
         assert_eq!(decode_dir_get_id(&id).unwrap(), "101f39e781cb");
         assert_eq!(dir_get_id_input("img2"), hex("04000000 696d6732"));
         assert_eq!(snap_id_input(CEPH_NOSNAP), hex("feffffffffffffff"));
-        assert_eq!(decode_get_data_pool(&hex("ffffffffffffffff")).unwrap(), None);
-        assert_eq!(decode_get_data_pool(&hex("0300000000000000")).unwrap(), Some(3));
+        assert_eq!(
+            decode_get_data_pool(&hex("ffffffffffffffff")).unwrap(),
+            None
+        );
+        assert_eq!(
+            decode_get_data_pool(&hex("0300000000000000")).unwrap(),
+            Some(3)
+        );
         assert_eq!(dir_list_input(b"", 1024), hex("00000000 0004000000000000"));
     }
 
     #[test]
     fn rejects_bad_replies() {
-        assert!(decode_get_size(&hex("40 0000500000000000")).is_err(), "order 64");
-        assert!(decode_get_size(&hex("16 0000500000000000 00")).is_err(), "trailing");
+        assert!(
+            decode_get_size(&hex("40 0000500000000000")).is_err(),
+            "order 64"
+        );
+        assert!(
+            decode_get_size(&hex("16 0000500000000000 00")).is_err(),
+            "trailing"
+        );
         assert!(decode_get_size(&hex("16 00005000")).is_err(), "short");
         // Ascending ids or ids above seq are not a valid snap context.
-        assert!(decode_get_snapcontext(&hex("0900000000000000 02000000 0100000000000000 0200000000000000")).is_err());
-        assert!(decode_get_snapcontext(&hex("0100000000000000 01000000 0200000000000000")).is_err());
+        assert!(
+            decode_get_snapcontext(&hex(
+                "0900000000000000 02000000 0100000000000000 0200000000000000"
+            ))
+            .is_err()
+        );
+        assert!(
+            decode_get_snapcontext(&hex("0100000000000000 01000000 0200000000000000")).is_err()
+        );
         assert!(decode_get_snapcontext(&hex("0100000000000000 ffffffff")).is_err());
         assert!(decode_get_stripe_unit_count(&hex("0000000000000000 0100000000000000")).is_err());
         assert!(decode_get_data_pool(&hex("feffffffffffffff")).is_err());
@@ -445,14 +492,23 @@ mod tests {
         assert!(decode_get_object_prefix(&hex("03000000 612f62")).is_err());
         assert!(decode_parent_overlap_get(&hex("02")).is_err());
         assert!(decode_dir_list(&hex("05000000")).is_err());
-        assert!(decode_id_object(&hex("02000000 ff00")).is_err(), "not UTF-8");
+        assert!(
+            decode_id_object(&hex("02000000 ff00")).is_err(),
+            "not UTF-8"
+        );
     }
 
     #[test]
     fn dir_list_keeps_non_utf8_names() {
         let entries = vec![
-            DirEntry { name: b"a".to_vec(), id: b"1".to_vec() },
-            DirEntry { name: vec![0xff, 0xfe], id: b"2".to_vec() },
+            DirEntry {
+                name: b"a".to_vec(),
+                id: b"1".to_vec(),
+            },
+            DirEntry {
+                name: vec![0xff, 0xfe],
+                id: b"2".to_vec(),
+            },
         ];
         let got = decode_dir_list(&encode_dir_list_reply(&entries)).unwrap();
         assert_eq!(got, entries);
@@ -475,28 +531,47 @@ mod tests {
             hex("01 01 1d000000 0200000000000000 02000000 6e73 03000000 616263 0900000000000000")
         );
         assert_eq!(decode_parent_get(&b).unwrap(), Some(p.clone()));
-        assert_eq!(decode_parent_get(&encode_parent_get_reply(None)).unwrap(), None);
+        assert_eq!(
+            decode_parent_get(&encode_parent_get_reply(None)).unwrap(),
+            None
+        );
         // A newer encoding with an extra field is still read.
-        let newer = hex("02 01 1e000000 0200000000000000 02000000 6e73 03000000 616263 0900000000000000 ff");
+        let newer = hex(
+            "02 01 1e000000 0200000000000000 02000000 6e73 03000000 616263 0900000000000000 ff",
+        );
         assert_eq!(decode_parent_get(&newer).unwrap(), Some(p.clone()));
-        assert!(decode_parent_get(&hex("01 02 00000000")).is_err(), "compat 2");
+        assert!(
+            decode_parent_get(&hex("01 02 00000000")).is_err(),
+            "compat 2"
+        );
 
-        assert_eq!(encode_parent_overlap_get_reply(Some(5)), hex("01 0500000000000000"));
+        assert_eq!(
+            encode_parent_overlap_get_reply(Some(5)),
+            hex("01 0500000000000000")
+        );
         assert_eq!(decode_parent_overlap_get(&hex("00")).unwrap(), None);
 
         let legacy = Some((&p, 1u64 << 30));
-        let got = decode_get_parent(&encode_get_parent_reply(legacy)).unwrap().unwrap();
+        let got = decode_get_parent(&encode_get_parent_reply(legacy))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.0.image_id, "abc");
         assert_eq!(got.0.pool_namespace, "");
         assert_eq!(got.1, 1 << 30);
-        assert_eq!(decode_get_parent(&encode_get_parent_reply(None)).unwrap(), None);
+        assert_eq!(
+            decode_get_parent(&encode_get_parent_reply(None)).unwrap(),
+            None
+        );
     }
 
     fn arb_snapc() -> impl Strategy<Value = SnapContext> {
         proptest::collection::btree_set(1u64..1000, 0..10).prop_flat_map(|set| {
             let snaps: Vec<u64> = set.into_iter().rev().collect();
             let min = snaps.first().copied().unwrap_or(0);
-            (min..2000).prop_map(move |seq| SnapContext { seq, snaps: snaps.clone() })
+            (min..2000).prop_map(move |seq| SnapContext {
+                seq,
+                snaps: snaps.clone(),
+            })
         })
     }
 

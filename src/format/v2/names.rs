@@ -132,7 +132,10 @@ mod tests {
     fn object_names() {
         assert_eq!(id_object("img2"), "rbd_id.img2");
         assert_eq!(header_object("101f39e781cb"), "rbd_header.101f39e781cb");
-        assert_eq!(object_map_object("101f39e781cb", CEPH_NOSNAP), "rbd_object_map.101f39e781cb");
+        assert_eq!(
+            object_map_object("101f39e781cb", CEPH_NOSNAP),
+            "rbd_object_map.101f39e781cb"
+        );
         assert_eq!(
             object_map_object("101f39e781cb", 0x2a),
             "rbd_object_map.101f39e781cb.000000000000002a"
@@ -153,7 +156,13 @@ mod tests {
         // fast-diff, deep-flatten.
         assert_eq!(
             feature_names(0x3d),
-            ["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
+            [
+                "layering",
+                "exclusive-lock",
+                "object-map",
+                "fast-diff",
+                "deep-flatten"
+            ]
         );
         // get_features on such an image answers 0x3d incompatible for
         // writing and 0x01 for reading (rbd-format.md).

@@ -163,7 +163,10 @@ impl ObjectMap {
             }
             for (i, block) in data.chunks(CRC_BLOCK).enumerate() {
                 if f.u32()? != crc32c(0, block) {
-                    return Err(FormatError::invalid(WHAT, format!("data block {i} CRC mismatch")));
+                    return Err(FormatError::invalid(
+                        WHAT,
+                        format!("data block {i} CRC mismatch"),
+                    ));
                 }
             }
         }
@@ -257,7 +260,11 @@ const fn crc32c_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82f6_3b78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -322,7 +329,10 @@ mod tests {
         assert!(!m.set(5, ObjectState::Exists));
         assert_eq!(m.encode(false)[HEADER_LEN], 0xfe);
         assert_eq!(m.get(3), Some(ObjectState::Pending));
-        assert_eq!(ObjectMap::new(0, ObjectState::Exists).encode(false).len(), HEADER_LEN + 4);
+        assert_eq!(
+            ObjectMap::new(0, ObjectState::Exists).encode(false).len(),
+            HEADER_LEN + 4
+        );
     }
 
     #[test]

@@ -111,7 +111,9 @@ impl SnapshotNamespace {
                     group_id,
                     group_snapshot_id,
                 } => {
-                    e.u64(*pool as u64).string(group_id).string(group_snapshot_id);
+                    e.u64(*pool as u64)
+                        .string(group_id)
+                        .string(group_snapshot_id);
                 }
                 SnapshotNamespace::Trash {
                     original_name,
@@ -249,7 +251,10 @@ mod tests {
             namespace: SnapshotNamespace::User,
             name: "s1".into(),
             image_size: 5 << 20,
-            timestamp: Utime { sec: 0x6b06_f3a0, nsec: 0x224a_e081 },
+            timestamp: Utime {
+                sec: 0x6b06_f3a0,
+                nsec: 0x224a_e081,
+            },
             child_count: 0,
         }
     }
@@ -257,15 +262,13 @@ mod tests {
     #[test]
     fn layout() {
         let b = user_snap().encode();
-        let want = hex(
-            "01 01 2c000000
+        let want = hex("01 01 2c000000
              0400000000000000
              01 01 04000000 00000000
              02000000 7331
              0000500000000000
              a0f3066b 81e04a22
-             00000000",
-        );
+             00000000");
         assert_eq!(b, want);
         assert_eq!(SnapshotRecord::decode(&b).unwrap(), user_snap());
     }
@@ -287,24 +290,34 @@ mod tests {
         assert!(!got.namespace.is_user());
 
         // A mirror namespace's payload is skipped by the section length.
-        let mirror = hex(
-            "01 01 31000000 0700000000000000
+        let mirror = hex("01 01 31000000 0700000000000000
              01 01 09000000 03000000 01 00000000
-             02000000 6d31 0000100000000000 0100000002000000 00000000",
-        );
+             02000000 6d31 0000100000000000 0100000002000000 00000000");
         let got = SnapshotRecord::decode(&mirror).unwrap();
         assert_eq!(got.namespace, SnapshotNamespace::Mirror);
         assert_eq!(got.name, "m1");
         assert_eq!(got.image_size, 1 << 20);
 
-        let unknown = SnapshotRecord { namespace: SnapshotNamespace::Unknown(9), ..user_snap() };
-        assert_eq!(SnapshotRecord::decode(&unknown.encode()).unwrap().namespace.type_name(), "unknown");
+        let unknown = SnapshotRecord {
+            namespace: SnapshotNamespace::Unknown(9),
+            ..user_snap()
+        };
+        assert_eq!(
+            SnapshotRecord::decode(&unknown.encode())
+                .unwrap()
+                .namespace
+                .type_name(),
+            "unknown"
+        );
     }
 
     #[test]
     fn snapshot_add_is_name_then_id() {
         let b = snapshot_add_input(9, "s1");
-        assert_eq!(b, hex("02000000 7331 0900000000000000 01 01 04000000 00000000"));
+        assert_eq!(
+            b,
+            hex("02000000 7331 0900000000000000 01 01 04000000 00000000")
+        );
         assert_eq!(
             decode_snapshot_add_input(&b).unwrap(),
             (9, "s1".to_string(), SnapshotNamespace::User)
@@ -314,8 +327,14 @@ mod tests {
 
     #[test]
     fn protection() {
-        assert_eq!(decode_get_protection_status(&[2]).unwrap(), ProtectionStatus::Protected);
-        assert_eq!(decode_get_protection_status(&[0]).unwrap(), ProtectionStatus::Unprotected);
+        assert_eq!(
+            decode_get_protection_status(&[2]).unwrap(),
+            ProtectionStatus::Protected
+        );
+        assert_eq!(
+            decode_get_protection_status(&[0]).unwrap(),
+            ProtectionStatus::Unprotected
+        );
         assert!(decode_get_protection_status(&[3]).is_err());
         assert!(decode_get_protection_status(&[0, 0]).is_err());
     }
@@ -325,26 +344,43 @@ mod tests {
             Just(SnapshotNamespace::User),
             Just(SnapshotNamespace::Mirror),
             (4u32..).prop_map(SnapshotNamespace::Unknown),
-            (any::<i64>(), "[a-z0-9]{0,12}", "[a-z0-9]{0,12}").prop_map(|(pool, group_id, group_snapshot_id)| {
-                SnapshotNamespace::Group { pool, group_id, group_snapshot_id }
-            }),
+            (any::<i64>(), "[a-z0-9]{0,12}", "[a-z0-9]{0,12}").prop_map(
+                |(pool, group_id, group_snapshot_id)| {
+                    SnapshotNamespace::Group {
+                        pool,
+                        group_id,
+                        group_snapshot_id,
+                    }
+                }
+            ),
             (".{0,12}", any::<u32>()).prop_map(|(original_name, original_type)| {
-                SnapshotNamespace::Trash { original_name, original_type }
+                SnapshotNamespace::Trash {
+                    original_name,
+                    original_type,
+                }
             }),
         ]
     }
 
     fn arb_record() -> impl Strategy<Value = SnapshotRecord> {
-        (any::<u64>(), arb_ns(), ".{1,30}", any::<u64>(), any::<(u32, u32)>(), any::<u32>()).prop_map(
-            |(id, namespace, name, image_size, (sec, nsec), child_count)| SnapshotRecord {
-                id,
-                namespace,
-                name,
-                image_size,
-                timestamp: Utime { sec, nsec },
-                child_count,
-            },
+        (
+            any::<u64>(),
+            arb_ns(),
+            ".{1,30}",
+            any::<u64>(),
+            any::<(u32, u32)>(),
+            any::<u32>(),
         )
+            .prop_map(
+                |(id, namespace, name, image_size, (sec, nsec), child_count)| SnapshotRecord {
+                    id,
+                    namespace,
+                    name,
+                    image_size,
+                    timestamp: Utime { sec, nsec },
+                    child_count,
+                },
+            )
     }
 
     proptest! {

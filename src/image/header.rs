@@ -1,0 +1,232 @@
+//! Loading an image's header into an [`ImageInfo`]: format 1 from the
+//! `NAME.rbd` object's data, format 2 through the `rbd` object class on
+//! `rbd_header.ID`, as librbd reads it.
+
+use log::info;
+
+use super::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
+use crate::format::v1::{self, HeaderV1};
+use crate::format::v2::{self, *};
+use crate::format::{FormatError, SnapshotInfo};
+use crate::layout::Layout;
+use crate::store::{NOSNAP, ObjectStore, StoreError};
+
+/// Which header an image has, as found when it was first opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderRef {
+    V1 { name: String },
+    V2 { name: String, id: String },
+}
+
+impl HeaderRef {
+    pub fn name(&self) -> &str {
+        match self {
+            HeaderRef::V1 { name } | HeaderRef::V2 { name, .. } => name,
+        }
+    }
+
+    pub fn header_oid(&self) -> String {
+        match self {
+            HeaderRef::V1 { name } => v1::header_object(name),
+            HeaderRef::V2 { id, .. } => v2::header_object(id),
+        }
+    }
+}
+
+/// Feature bits this build implements, for reading and for writing.
+pub const READ_FEATURES: u64 = FEATURE_LAYERING | FEATURE_STRIPINGV2 | FEATURE_DATA_POOL;
+pub const WRITE_FEATURES: u64 = FEATURE_LAYERING
+    | FEATURE_STRIPINGV2
+    | FEATURE_DATA_POOL
+    | FEATURE_EXCLUSIVE_LOCK
+    | FEATURE_OBJECT_MAP
+    | FEATURE_FAST_DIFF
+    | FEATURE_DEEP_FLATTEN;
+
+fn store_err(name: &str, e: StoreError) -> ImageError {
+    ImageError::Store {
+        image: name.to_string(),
+        source: e,
+    }
+}
+
+fn corrupt(name: &str) -> impl Fn(FormatError) -> ImageError + '_ {
+    move |source| ImageError::Corrupt {
+        image: name.to_string(),
+        source,
+    }
+}
+
+/// Finds the image `name`: format 2 if `rbd_id.NAME` exists, else format 1.
+pub fn resolve(store: &dyn ObjectStore, name: &str) -> ImageResult<HeaderRef> {
+    match store.read_full(&v2::id_object(name)) {
+        Ok(raw) => {
+            let id = decode_id_object(&raw).map_err(corrupt(name))?;
+            Ok(HeaderRef::V2 {
+                name: name.to_string(),
+                id,
+            })
+        }
+        Err(e) if e.is_not_found() => Ok(HeaderRef::V1 {
+            name: name.to_string(),
+        }),
+        Err(e) => Err(store_err(name, e)),
+    }
+}
+
+pub fn load(store: &dyn ObjectStore, header: &HeaderRef) -> ImageResult<ImageInfo> {
+    match header {
+        HeaderRef::V1 { name } => load_v1(store, name),
+        HeaderRef::V2 { name, id } => load_v2(store, name, id),
+    }
+}
+
+fn load_v1(store: &dyn ObjectStore, name: &str) -> ImageResult<ImageInfo> {
+    let oid = v1::header_object(name);
+    let raw = store.read_full(&oid).map_err(|e| {
+        if e.is_not_found() {
+            ImageError::NotFound(name.to_string())
+        } else {
+            store_err(name, e)
+        }
+    })?;
+    let header = HeaderV1::decode(&raw).map_err(corrupt(name))?;
+    let mut info = ImageInfo::from_v1(header);
+    info.header_oid = oid;
+    Ok(info)
+}
+
+fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageInfo> {
+    let oid = v2::header_object(id);
+    let call = |method: &str, input: &[u8]| {
+        store.exec(&oid, RBD_CLASS, method, input).map_err(|e| {
+            if e.is_not_found() {
+                ImageError::NotFound(name.to_string())
+            } else {
+                store_err(name, e)
+            }
+        })
+    };
+    let bad = corrupt(name);
+    let features =
+        decode_get_features(&call("get_features", &get_features_input(false))?).map_err(&bad)?;
+    let check = classify_features(features.features | features.incompatible, READ_FEATURES);
+    if !check.can_read() {
+        return Err(ImageError::Unsupported {
+            image: name.to_string(),
+            reason: format!(
+                "features {:?} (0x{:x}) are not implemented",
+                feature_names(check.unreadable),
+                check.unreadable
+            ),
+        });
+    }
+    let size = decode_get_size(&call("get_size", &snap_id_input(NOSNAP))?).map_err(&bad)?;
+    let object_prefix = decode_get_object_prefix(&call("get_object_prefix", &[])?).map_err(&bad)?;
+    let snapc = decode_get_snapcontext(&call("get_snapcontext", &[])?).map_err(&bad)?;
+    let layout = if features.features & FEATURE_STRIPINGV2 != 0 {
+        let s = decode_get_stripe_unit_count(&call("get_stripe_unit_count", &[])?).map_err(&bad)?;
+        Layout::striped(size.order, s.unit, s.count).ok_or_else(|| {
+            bad(FormatError::invalid(
+                "striping",
+                format!(
+                    "stripe unit {} count {} with order {}",
+                    s.unit, s.count, size.order
+                ),
+            ))
+        })?
+    } else {
+        Layout::plain(size.order)
+    };
+    let data_pool = if features.features & FEATURE_DATA_POOL != 0 {
+        decode_get_data_pool(&call("get_data_pool", &[])?).map_err(&bad)?
+    } else {
+        None
+    };
+    let mut snapshots = Vec::new();
+    let mut hidden_snapshots = Vec::new();
+    for &snap_id in &snapc.snaps {
+        let rec = match call("snapshot_get", &snap_id_input(snap_id)) {
+            Ok(reply) => SnapshotRecord::decode(&reply).map_err(&bad)?,
+            // Removed between get_snapcontext and now: the next refresh
+            // sees a context without it.
+            Err(ImageError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let s = SnapshotInfo {
+            id: rec.id,
+            name: rec.name,
+            size: rec.image_size,
+        };
+        if rec.namespace == SnapshotNamespace::User {
+            snapshots.push(s);
+        } else {
+            hidden_snapshots.push(s);
+        }
+    }
+    let parent = if features.features & FEATURE_LAYERING != 0 {
+        load_parent(&call, &snapc.snaps, &bad)?
+    } else {
+        None
+    };
+    let unwritable =
+        classify_features(features.features | features.incompatible, WRITE_FEATURES).unwritable;
+    let read_only = (unwritable != 0).then(|| {
+        format!(
+            "features {:?} (0x{unwritable:x}) are not implemented for writing",
+            feature_names(unwritable)
+        )
+    });
+    if let Some(reason) = &read_only {
+        info!("image {name} is served read-only: {reason}");
+    }
+    Ok(ImageInfo {
+        format: 2,
+        object_prefix,
+        order: size.order,
+        layout,
+        size: size.size,
+        snapc,
+        snapshots,
+        hidden_snapshots,
+        read_only,
+        id: Some(id.to_string()),
+        header_oid: oid.clone(),
+        features: features.features,
+        data_pool,
+        parent,
+    })
+}
+
+fn load_parent(
+    call: &dyn Fn(&str, &[u8]) -> ImageResult<Vec<u8>>,
+    snaps: &[u64],
+    bad: &dyn Fn(FormatError) -> ImageError,
+) -> ImageResult<Option<ParentInfo>> {
+    let spec = match call("parent_get", &[]) {
+        Ok(reply) => decode_parent_get(&reply).map_err(bad)?,
+        // Older OSDs lack parent_get; no such cluster runs Pacific clients.
+        Err(e) => return Err(e),
+    };
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    let overlap_at = |snap: u64| -> ImageResult<u64> {
+        let reply = call("parent_overlap_get", &snap_id_input(snap))?;
+        Ok(decode_parent_overlap_get(&reply).map_err(bad)?.unwrap_or(0))
+    };
+    let overlap = overlap_at(NOSNAP)?;
+    let mut snap_overlaps = Vec::with_capacity(snaps.len());
+    for &s in snaps {
+        match overlap_at(s) {
+            Ok(o) => snap_overlaps.push((s, o)),
+            Err(ImageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Some(ParentInfo {
+        spec,
+        overlap,
+        snap_overlaps,
+    }))
+}

@@ -1,0 +1,422 @@
+//! The exclusive lock of a format-2 image, spoken the way librbd speaks it
+//! (see `exclusive-lock.md`): a `lock`-class lock `rbd_lock` on the header
+//! with tag `internal` and cookie `auto <watch handle>`, announced and
+//! handed over through notifications on the header. While we hold it we
+//! also own the head's object map and keep it true for every object we
+//! write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
+
+use super::info::{ImageError, ImageResult};
+use crate::format::v2::*;
+use crate::store::{ObjectStore, StoreError};
+
+/// How long we wait for another owner to hand the lock over.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a notification waits for the watchers' answers.
+const NOTIFY_TIMEOUT_MS: u64 = 5000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Unlocked,
+    /// Held with this cookie.
+    Locked(String),
+    /// Handing it over: no new object writes until this is done.
+    Releasing,
+}
+
+/// Flushes the image's cache before the lock is handed over.
+pub type FlushHook = Box<dyn Fn() -> ImageResult<()> + Send + Sync>;
+
+pub struct ExclusiveLock {
+    store: Arc<dyn ObjectStore>,
+    image: String,
+    header_oid: String,
+    image_id: String,
+    with_object_map: bool,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Object writes in flight hold it shared; a release takes it
+    /// exclusively, so nothing is written after we unlock.
+    in_flight: RwLock<()>,
+    /// One acquirer at a time.
+    acquiring: Mutex<()>,
+    object_map: Mutex<Option<ObjectMap>>,
+    flush_hook: Mutex<Option<FlushHook>>,
+}
+
+impl ExclusiveLock {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        image: &str,
+        header_oid: &str,
+        image_id: &str,
+        with_object_map: bool,
+    ) -> Self {
+        ExclusiveLock {
+            store,
+            image: image.to_string(),
+            header_oid: header_oid.to_string(),
+            image_id: image_id.to_string(),
+            with_object_map,
+            state: Mutex::new(State::Unlocked),
+            changed: Condvar::new(),
+            in_flight: RwLock::new(()),
+            acquiring: Mutex::new(()),
+            object_map: Mutex::new(None),
+            flush_hook: Mutex::new(None),
+        }
+    }
+
+    pub fn set_flush_hook(&self, hook: FlushHook) {
+        *self.flush_hook.lock() = Some(hook);
+    }
+
+    pub fn is_owner(&self) -> bool {
+        matches!(*self.state.lock(), State::Locked(_))
+    }
+
+    fn err(&self, op: &'static str, e: StoreError) -> ImageError {
+        let _ = op;
+        ImageError::Store {
+            image: self.image.clone(),
+            source: e,
+        }
+    }
+
+    fn client_id(&self, handle: u64) -> ClientId {
+        ClientId {
+            gid: self.store.instance_id(),
+            handle,
+        }
+    }
+
+    /// Admits an object write of `object_no` under the lock, taking it
+    /// first if needed; `handle` is our current watch handle (the cookie).
+    /// The write must finish before the guard is dropped. The flag says the
+    /// lock was (re)taken meanwhile: the caller re-reads the header, since
+    /// the previous owner may have changed it.
+    pub fn write_guard(
+        &self,
+        handle: Option<u64>,
+        object_no: u64,
+    ) -> ImageResult<(RwLockReadGuard<'_, ()>, bool)> {
+        let deadline = Instant::now() + ACQUIRE_TIMEOUT;
+        let mut acquired = false;
+        loop {
+            let guard = self.in_flight.read();
+            let state = self.state.lock().clone();
+            match state {
+                State::Locked(_) => {
+                    self.mark_exists(object_no)?;
+                    return Ok((guard, acquired));
+                }
+                State::Releasing => {
+                    drop(guard);
+                    let mut st = self.state.lock();
+                    if *st == State::Releasing {
+                        self.changed.wait_for(&mut st, Duration::from_millis(200));
+                    }
+                }
+                State::Unlocked => {
+                    drop(guard);
+                    let Some(handle) = handle else {
+                        return Err(ImageError::ReadOnly {
+                            image: self.image.clone(),
+                            reason: "no header watch, so the exclusive lock cannot be taken".into(),
+                        });
+                    };
+                    self.acquire(handle, deadline)?;
+                    acquired = true;
+                }
+            }
+        }
+    }
+
+    /// Takes the lock as librbd does: try; if another client holds it, ask
+    /// it to release (request-lock) and retry; if its watch is gone, it is
+    /// dead: blocklist it and break its lock.
+    fn acquire(&self, handle: u64, deadline: Instant) -> ImageResult<()> {
+        let _one = self.acquiring.lock();
+        if matches!(*self.state.lock(), State::Locked(_)) {
+            return Ok(());
+        }
+        let cookie = rbd_lock_cookie(handle);
+        let me = self.client_id(handle);
+        let mut asked = false;
+        loop {
+            let op = LockOp::rbd_exclusive(&cookie);
+            match self
+                .store
+                .exec(&self.header_oid, LOCK_CLASS, "lock", &op.encode())
+            {
+                Ok(_) => break,
+                Err(e) if e.errno() == libc::EBUSY || e.errno() == libc::EEXIST => {}
+                Err(e) => return Err(self.err("lock", e)),
+            }
+            let owner = self.current_owner()?;
+            let Some(owner) = owner else {
+                continue; // released meanwhile: try again at once
+            };
+            if owner.entity_num as u64 == me.gid && owner.cookie == cookie {
+                break; // ours already (an earlier attempt got through)
+            }
+            let Some(owner_handle) = parse_rbd_lock_cookie(&owner.cookie) else {
+                return Err(ImageError::ReadOnly {
+                    image: self.image.clone(),
+                    reason: format!(
+                        "locked by {} with a foreign lock (cookie {:?})",
+                        owner.entity(),
+                        owner.cookie
+                    ),
+                });
+            };
+            if Instant::now() > deadline {
+                return Err(ImageError::Store {
+                    image: self.image.clone(),
+                    source: StoreError::Errno {
+                        op: "acquire exclusive lock",
+                        oid: self.header_oid.clone(),
+                        errno: libc::ETIMEDOUT,
+                    },
+                });
+            }
+            let request = NotifyMessage::RequestLock {
+                client: me,
+                force: false,
+            }
+            .encode();
+            let replies = self
+                .store
+                .notify(&self.header_oid, &request, NOTIFY_TIMEOUT_MS)
+                .map_err(|e| self.err("notify", e))?;
+            let owner_gid = owner.entity_num as u64;
+            let answer = replies.acks.iter().find(|(gid, cookie, payload)| {
+                *gid == owner_gid && *cookie == owner_handle && !payload.is_empty()
+            });
+            match answer {
+                Some((_, _, payload)) => {
+                    let r = decode_response_message(payload).unwrap_or(0);
+                    if r != 0 && r != -libc::EAGAIN {
+                        return Err(ImageError::ReadOnly {
+                            image: self.image.clone(),
+                            reason: format!(
+                                "the lock owner {} refused to release it ({r})",
+                                owner.entity()
+                            ),
+                        });
+                    }
+                    if !asked {
+                        info!(
+                            "image {}: asked {} to hand over the exclusive lock",
+                            self.image,
+                            owner.entity()
+                        );
+                        asked = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None if replies
+                    .acks
+                    .iter()
+                    .any(|(gid, cookie, _)| *gid == owner_gid && *cookie == owner_handle) =>
+                {
+                    // It acked without an answer: not (yet) the owner in
+                    // its own eyes; give it a moment.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                None => self.break_dead_owner(&owner)?,
+            }
+        }
+        *self.state.lock() = State::Locked(cookie);
+        info!("image {}: acquired the exclusive lock", self.image);
+        let acquired = NotifyMessage::AcquiredLock(me).encode();
+        if let Err(e) = self
+            .store
+            .notify(&self.header_oid, &acquired, NOTIFY_TIMEOUT_MS)
+        {
+            debug!("image {}: acquired-lock notify: {e}", self.image);
+        }
+        if self.with_object_map {
+            if let Err(e) = self.load_object_map() {
+                // Without a map we cannot keep it true: give the lock back.
+                let _ = self.release();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn current_owner(&self) -> ImageResult<Option<Locker>> {
+        let reply = match self.store.exec(
+            &self.header_oid,
+            LOCK_CLASS,
+            "get_info",
+            &get_info_input(RBD_LOCK_NAME),
+        ) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(self.err("get_info", e)),
+        };
+        let info = LockInfo::decode(&reply).map_err(|source| ImageError::Corrupt {
+            image: self.image.clone(),
+            source,
+        })?;
+        if !info.lockers.is_empty() && info.tag != RBD_LOCK_TAG {
+            return Err(ImageError::ReadOnly {
+                image: self.image.clone(),
+                reason: format!("locked with foreign tag {:?}", info.tag),
+            });
+        }
+        Ok(info.lockers.into_iter().next())
+    }
+
+    /// The owner did not answer our request and its watch is gone: it died
+    /// holding the lock. Blocklist it first, so it cannot write after we
+    /// take over, then break its lock.
+    fn break_dead_owner(&self, owner: &Locker) -> ImageResult<()> {
+        warn!(
+            "image {}: lock owner {} ({}) does not answer; blocklisting it and breaking its lock",
+            self.image,
+            owner.entity(),
+            owner.address
+        );
+        let addr = owner.addr.legacy_str();
+        if let Err(e) = self.store.blocklist_add(&addr, 0) {
+            warn!("image {}: blocklisting {addr} failed: {e}", self.image);
+            return Err(self.err("blocklist", e));
+        }
+        let input = break_lock_input(RBD_LOCK_NAME, owner.entity(), &owner.cookie);
+        match self
+            .store
+            .exec(&self.header_oid, LOCK_CLASS, "break_lock", &input)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(self.err("break_lock", e)),
+        }
+    }
+
+    /// Hands the lock back: flush what is dirty, wait for writes in flight,
+    /// unlock, and tell the others.
+    pub fn release(&self) -> ImageResult<()> {
+        let cookie = match &*self.state.lock() {
+            State::Locked(c) => c.clone(),
+            _ => return Ok(()),
+        };
+        if let Some(hook) = &*self.flush_hook.lock() {
+            if let Err(e) = hook() {
+                warn!(
+                    "image {}: flush before releasing the lock failed: {e}",
+                    self.image
+                );
+            }
+        }
+        *self.state.lock() = State::Releasing;
+        let quiesced = self.in_flight.write();
+        *self.object_map.lock() = None;
+        let result = self.store.exec(
+            &self.header_oid,
+            LOCK_CLASS,
+            "unlock",
+            &unlock_input(RBD_LOCK_NAME, &cookie),
+        );
+        *self.state.lock() = State::Unlocked;
+        drop(quiesced);
+        self.changed.notify_all();
+        if let Some(handle) = parse_rbd_lock_cookie(&cookie) {
+            let released = NotifyMessage::ReleasedLock(self.client_id(handle)).encode();
+            if let Err(e) = self
+                .store
+                .notify(&self.header_oid, &released, NOTIFY_TIMEOUT_MS)
+            {
+                debug!("image {}: released-lock notify: {e}", self.image);
+            }
+        }
+        info!("image {}: released the exclusive lock", self.image);
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(self.err("unlock", e)),
+        }
+    }
+
+    /// Answers a notification on the header; returns the ack payload. A
+    /// request for the lock while we hold it is granted (released on a
+    /// separate thread: the watch callback must not block on I/O).
+    pub fn handle_notify(self: &Arc<Self>, msg: &NotifyMessage) -> Vec<u8> {
+        let owner = self.is_owner();
+        match msg {
+            NotifyMessage::RequestLock { .. } if owner => {
+                let me = self.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = me.release() {
+                        warn!("image {}: releasing the lock on request: {e}", me.image);
+                    }
+                });
+                response_message(0)
+            }
+            NotifyMessage::Other(_) if owner => response_message(-libc::EOPNOTSUPP),
+            _ => Vec::new(),
+        }
+    }
+
+    fn object_map_oid(&self) -> String {
+        object_map_object(&self.image_id, crate::store::NOSNAP)
+    }
+
+    fn load_object_map(&self) -> ImageResult<()> {
+        let raw = self
+            .store
+            .read_full(&self.object_map_oid())
+            .map_err(|e| self.err("read object map", e))?;
+        let map = ObjectMap::decode(&raw).map_err(|source| ImageError::Corrupt {
+            image: self.image.clone(),
+            source,
+        })?;
+        *self.object_map.lock() = Some(map);
+        Ok(())
+    }
+
+    /// Before writing object `object_no`, the object map must say it
+    /// exists (librbd's order: map first, then data).
+    fn mark_exists(&self, object_no: u64) -> ImageResult<()> {
+        if !self.with_object_map {
+            return Ok(());
+        }
+        let current = self
+            .object_map
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(object_no));
+        if current == Some(ObjectState::Exists) {
+            return Ok(());
+        }
+        if current.is_none() {
+            return Err(ImageError::Corrupt {
+                image: self.image.clone(),
+                source: crate::format::FormatError::invalid(
+                    "object map",
+                    format!("no entry for object {object_no}"),
+                ),
+            });
+        }
+        let input = object_map_update_input(object_no, object_no + 1, ObjectState::Exists, None);
+        self.store
+            .exec(
+                &self.object_map_oid(),
+                RBD_CLASS,
+                "object_map_update",
+                &input,
+            )
+            .map_err(|e| self.err("object_map_update", e))?;
+        if let Some(map) = self.object_map.lock().as_mut() {
+            map.set(object_no, ObjectState::Exists);
+        }
+        Ok(())
+    }
+}
