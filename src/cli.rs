@@ -251,6 +251,14 @@ fn init_logging(cfg: &MountConfig, to_stderr: bool) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(log::LevelFilter::Warn);
     builder.filter_module("rbdfs", cfg.log_level);
+    // fuser warns about each unimplemented call and about unmounts that
+    // the kernel already did; only its errors are news to a user.
+    let fuser_level = if cfg.log_level >= log::LevelFilter::Debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Error
+    };
+    builder.filter_module("fuser", fuser_level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

@@ -173,7 +173,7 @@ impl ImageCore {
         Ok(info)
     }
 
-    fn watch_cookie(&self) -> Option<u64> {
+    pub(super) fn watch_cookie(&self) -> Option<u64> {
         self.watch.lock().as_ref().map(|w| w.cookie())
     }
 

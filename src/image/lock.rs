@@ -105,16 +105,21 @@ impl ExclusiveLock {
         handle: Option<u64>,
         object_no: u64,
     ) -> ImageResult<(RwLockReadGuard<'_, ()>, bool)> {
+        let (guard, acquired) = self.owned_guard(handle)?;
+        self.mark_exists(object_no)?;
+        Ok((guard, acquired))
+    }
+
+    /// Holds the lock (taking it if needed) until the guard is dropped; a
+    /// handover requested meanwhile waits for it.
+    pub fn owned_guard(&self, handle: Option<u64>) -> ImageResult<(RwLockReadGuard<'_, ()>, bool)> {
         let deadline = Instant::now() + ACQUIRE_TIMEOUT;
         let mut acquired = false;
         loop {
             let guard = self.in_flight.read();
             let state = self.state.lock().clone();
             match state {
-                State::Locked(_) => {
-                    self.mark_exists(object_no)?;
-                    return Ok((guard, acquired));
-                }
+                State::Locked(_) => return Ok((guard, acquired)),
                 State::Releasing => {
                     drop(guard);
                     let mut st = self.state.lock();
@@ -367,6 +372,62 @@ impl ExclusiveLock {
 
     fn object_map_oid(&self) -> String {
         object_map_object(&self.image_id, crate::store::NOSNAP)
+    }
+
+    /// After snapshot `snap_id` was added: the head's object map becomes
+    /// the snapshot's (`rbd_object_map.ID.SNAP`), and with fast-diff every
+    /// existing object of the head turns exists-clean (librbd's
+    /// object_map::SnapshotCreateRequest). Needs the lock.
+    pub fn snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
+        if !self.with_object_map {
+            return Ok(());
+        }
+        let head = self.object_map_oid();
+        let raw = self
+            .store
+            .read_full(&head)
+            .map_err(|e| self.err("read object map", e))?;
+        let snap_oid = object_map_object(&self.image_id, snap_id);
+        self.store
+            .write(&snap_oid, 0, &raw, &Default::default())
+            .map_err(|e| self.err("write snapshot object map", e))?;
+        if fast_diff {
+            self.store
+                .exec(&head, RBD_CLASS, "object_map_snap_add", &[])
+                .map_err(|e| self.err("object_map_snap_add", e))?;
+        }
+        self.load_object_map()
+    }
+
+    /// Before snapshot `snap_id` goes: with fast-diff, objects it saw as
+    /// existing become exists (not clean) in the head again; then its map
+    /// object is removed (librbd's object_map::SnapshotRemoveRequest).
+    pub fn remove_snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
+        if !self.with_object_map {
+            return Ok(());
+        }
+        let snap_oid = object_map_object(&self.image_id, snap_id);
+        let raw = match self.store.read_full(&snap_oid) {
+            Ok(raw) => raw,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(self.err("read snapshot object map", e)),
+        };
+        if fast_diff {
+            self.store
+                .exec(
+                    &self.object_map_oid(),
+                    RBD_CLASS,
+                    "object_map_snap_remove",
+                    &raw,
+                )
+                .map_err(|e| self.err("object_map_snap_remove", e))?;
+            self.load_object_map()?;
+        }
+        match self.store.remove(&snap_oid, &Default::default()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(self.err("remove snapshot object map", e)),
+        }
     }
 
     fn load_object_map(&self) -> ImageResult<()> {

@@ -18,6 +18,7 @@ pub use self::header::HeaderRef;
 pub use self::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
 use crate::cache::{Cache, ImageCache};
 use crate::format::decode::Encoder;
+use crate::format::v2;
 use crate::format::{MAX_NAME_LEN, SnapshotInfo};
 use crate::layout::ObjectExtent;
 use crate::store::{ObjectStore, SnapId, StoreError};
@@ -186,10 +187,12 @@ impl Image {
         })
     }
 
-    /// Creates snapshot `snap_name` of the head as librbd does for format 1:
-    /// a self-managed snap id from the pool, recorded with `rbd.snap_add` on
-    /// the header, after every acknowledged write is on RADOS. Writes are
-    /// held off meanwhile so none straddles the new snap context.
+    /// Creates snapshot `snap_name` of the head as librbd does: a
+    /// self-managed snap id from the pool, recorded in the header through
+    /// the `rbd` class (`snap_add` for format 1, `snapshot_add` for format
+    /// 2, which also snapshots the object map), after every acknowledged
+    /// write is on RADOS. Writes are held off meanwhile so none straddles
+    /// the new snap context.
     pub fn snap_create(&self, snap_name: &str) -> ImageResult<SnapshotInfo> {
         validate_snap_name(snap_name)?;
         let _gate = self.io_gate.write();
@@ -208,13 +211,23 @@ impl Image {
                 reason: reason.clone(),
             });
         }
+        // With an exclusive lock, only its owner changes the header.
+        let owned = match &self.core.lock {
+            Some(lock) => Some(lock.owned_guard(self.core.watch_cookie())?),
+            None => None,
+        };
         let store = &self.core.store;
         let id = store
             .selfmanaged_snap_create()
             .map_err(|e| self.core.store_err(e))?;
-        let mut input = Encoder::new();
-        input.string(snap_name).u64(id);
-        if let Err(e) = store.exec(&self.core.header_oid(), "rbd", "snap_add", &input.finish()) {
+        let (method, input) = if info.format == 1 {
+            let mut input = Encoder::new();
+            input.string(snap_name).u64(id);
+            ("snap_add", input.finish())
+        } else {
+            ("snapshot_add", v2::snapshot_add_input(id, snap_name))
+        };
+        if let Err(e) = store.exec(&info.header_oid, "rbd", method, &input) {
             // Leave no half-made snapshot: give the id back.
             if let Err(e2) = store.selfmanaged_snap_remove(id) {
                 warn!("image {image}: cannot release snap id {id}: {e2}");
@@ -228,6 +241,10 @@ impl Image {
                 self.core.store_err(e)
             });
         }
+        if let Some(lock) = &self.core.lock {
+            lock.snapshot_object_map(id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+        }
+        drop(owned);
         self.core.notify_header_update();
         let info = self.refresh()?;
         info!("image {image}: created snapshot {snap_name} (id {id})");
@@ -239,8 +256,9 @@ impl Image {
             })
     }
 
-    /// Removes snapshot `snap_name`: `rbd.snap_remove` on the header, then
-    /// the pool's self-managed snap id, as librbd does for format 1.
+    /// Removes snapshot `snap_name` as librbd does: its object map (format
+    /// 2), the header record (`snap_remove` / `snapshot_remove`), then the
+    /// pool's self-managed snap id.
     pub fn snap_remove(&self, snap_name: &str) -> ImageResult<()> {
         let info = self.refresh()?;
         let image = self.name().to_string();
@@ -257,17 +275,25 @@ impl Image {
                 reason: reason.clone(),
             });
         }
+        let owned = match &self.core.lock {
+            Some(lock) => Some(lock.owned_guard(self.core.watch_cookie())?),
+            None => None,
+        };
         let store = &self.core.store;
-        let mut input = Encoder::new();
-        input.string(snap_name);
+        let (method, input) = if info.format == 1 {
+            let mut input = Encoder::new();
+            input.string(snap_name);
+            ("snap_remove", input.finish())
+        } else {
+            ("snapshot_remove", v2::snapshot_remove_input(snap.id))
+        };
+        if let Some(lock) = &self.core.lock {
+            lock.remove_snapshot_object_map(snap.id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+        }
         store
-            .exec(
-                &self.core.header_oid(),
-                "rbd",
-                "snap_remove",
-                &input.finish(),
-            )
+            .exec(&info.header_oid, "rbd", method, &input)
             .map_err(|e| self.core.store_err(e))?;
+        drop(owned);
         if let Err(e) = store.selfmanaged_snap_remove(snap.id) {
             warn!(
                 "image {image}: snapshot {snap_name} removed but its id {} was not released: {e}",

@@ -368,8 +368,9 @@ pub struct LockInfo {
 const GET_INFO: &str = "lock.get_info reply";
 
 impl LockInfo {
-    /// Decodes a `get_info` reply. (The method answers ENOENT when the lock
-    /// was never taken, and an empty locker list once it was released.)
+    /// Decodes a `get_info` reply. A lock that was never taken, or was
+    /// released, reads as no lockers, type none (`exclusive` false) and an
+    /// empty tag; ENOENT means the object itself does not exist.
     pub fn decode(reply: &[u8]) -> Result<LockInfo, FormatError> {
         let mut d = Decoder::new(reply, GET_INFO);
         let (_, mut s) = d.versioned(1)?;

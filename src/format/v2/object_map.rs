@@ -27,8 +27,6 @@ pub const MAX_OBJECT_MAP_OBJECT_COUNT: u64 = 256_000_000;
 
 /// Bytes of data covered by one CRC.
 const CRC_BLOCK: usize = 4096;
-/// The header's length prefix (4) + versioned header (6) + count (8).
-const HEADER_LEN: usize = 18;
 
 const WHAT: &str = "object map";
 
@@ -289,6 +287,9 @@ mod tests {
     use super::super::testutil::{hex, mutate, mutations, noise};
     use super::*;
     use proptest::prelude::*;
+
+    /// The header's length prefix (4) + versioned header (6) + count (8).
+    const HEADER_LEN: usize = 18;
 
     #[test]
     fn crc32c_check_value() {
