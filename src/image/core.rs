@@ -65,8 +65,10 @@ impl ImageCore {
             })?,
             None => store.clone(),
         };
-        // A parent is only read: it never takes the lock.
-        let lock = (depth == 0 && info.features & FEATURE_EXCLUSIVE_LOCK != 0).then(|| {
+        // A parent is only read: it never takes the lock. Any format-2 image
+        // gets one, used while the exclusive-lock feature is on (it may be
+        // enabled later with `rbd feature enable`).
+        let lock = (depth == 0 && info.format == 2).then(|| {
             Arc::new(ExclusiveLock::new(
                 store.clone(),
                 &name,
@@ -149,6 +151,9 @@ impl ImageCore {
         self.stale.store(false, Ordering::SeqCst);
         let info = Arc::new(header::load(&*self.store, &self.header)?);
         let old = std::mem::replace(&mut *self.info.write(), info.clone());
+        if let Some(lock) = &self.lock {
+            lock.set_object_map(info.features & FEATURE_OBJECT_MAP != 0)?;
+        }
         if old.parent != info.parent {
             // Flattened or re-parented: forget what we knew.
             *self.parent.lock() = None;
@@ -328,11 +333,11 @@ impl ObjectIo for ImageCore {
         }
         // Held until the write is done, so a lock handover waits for it.
         let _lock = match &self.lock {
-            Some(lock) => {
+            Some(lock) if info.features & FEATURE_EXCLUSIVE_LOCK != 0 => {
                 let (guard, acquired) = lock.write_guard(self.watch_cookie(), object_no)?;
                 Some((guard, acquired))
             }
-            None => None,
+            _ => None,
         };
         let info = match &_lock {
             // The previous owner may have changed the header (snapshots!).

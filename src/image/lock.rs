@@ -6,6 +6,7 @@
 //! write.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -37,7 +38,8 @@ pub struct ExclusiveLock {
     image: String,
     header_oid: String,
     image_id: String,
-    with_object_map: bool,
+    /// The image has the object-map feature (may change with a refresh).
+    with_object_map: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     /// Object writes in flight hold it shared; a release takes it
@@ -62,7 +64,7 @@ impl ExclusiveLock {
             image: image.to_string(),
             header_oid: header_oid.to_string(),
             image_id: image_id.to_string(),
-            with_object_map,
+            with_object_map: AtomicBool::new(with_object_map),
             state: Mutex::new(State::Unlocked),
             changed: Condvar::new(),
             in_flight: RwLock::new(()),
@@ -74,6 +76,16 @@ impl ExclusiveLock {
 
     pub fn set_flush_hook(&self, hook: FlushHook) {
         *self.flush_hook.lock() = Some(hook);
+    }
+
+    /// Follows a feature change seen at refresh: with object-map newly
+    /// enabled while we own the lock, load the map now.
+    pub fn set_object_map(&self, enabled: bool) -> ImageResult<()> {
+        let was = self.with_object_map.swap(enabled, Ordering::SeqCst);
+        if enabled && !was && self.is_owner() {
+            self.load_object_map()?;
+        }
+        Ok(())
     }
 
     pub fn is_owner(&self) -> bool {
@@ -246,7 +258,7 @@ impl ExclusiveLock {
         {
             debug!("image {}: acquired-lock notify: {e}", self.image);
         }
-        if self.with_object_map {
+        if self.with_object_map.load(Ordering::SeqCst) {
             if let Err(e) = self.load_object_map() {
                 // Without a map we cannot keep it true: give the lock back.
                 let _ = self.release();
@@ -379,7 +391,7 @@ impl ExclusiveLock {
     /// existing object of the head turns exists-clean (librbd's
     /// object_map::SnapshotCreateRequest). Needs the lock.
     pub fn snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
-        if !self.with_object_map {
+        if !self.with_object_map.load(Ordering::SeqCst) {
             return Ok(());
         }
         let head = self.object_map_oid();
@@ -403,7 +415,7 @@ impl ExclusiveLock {
     /// existing become exists (not clean) in the head again; then its map
     /// object is removed (librbd's object_map::SnapshotRemoveRequest).
     pub fn remove_snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
-        if !self.with_object_map {
+        if !self.with_object_map.load(Ordering::SeqCst) {
             return Ok(());
         }
         let snap_oid = object_map_object(&self.image_id, snap_id);
@@ -446,7 +458,7 @@ impl ExclusiveLock {
     /// Before writing object `object_no`, the object map must say it
     /// exists (librbd's order: map first, then data).
     fn mark_exists(&self, object_no: u64) -> ImageResult<()> {
-        if !self.with_object_map {
+        if !self.with_object_map.load(Ordering::SeqCst) {
             return Ok(());
         }
         let current = self

@@ -213,8 +213,10 @@ impl Image {
         }
         // With an exclusive lock, only its owner changes the header.
         let owned = match &self.core.lock {
-            Some(lock) => Some(lock.owned_guard(self.core.watch_cookie())?),
-            None => None,
+            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
+                Some(lock.owned_guard(self.core.watch_cookie())?)
+            }
+            _ => None,
         };
         let store = &self.core.store;
         let id = store
@@ -276,8 +278,10 @@ impl Image {
             });
         }
         let owned = match &self.core.lock {
-            Some(lock) => Some(lock.owned_guard(self.core.watch_cookie())?),
-            None => None,
+            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
+                Some(lock.owned_guard(self.core.watch_cookie())?)
+            }
+            _ => None,
         };
         let store = &self.core.store;
         let (method, input) = if info.format == 1 {
