@@ -162,13 +162,11 @@ impl ImageCore {
         if self.watch_broken.swap(false, Ordering::SeqCst) {
             // Our lock cookie names the old watch handle; peers would take
             // us for dead. Give the lock back and watch afresh.
-            if let Some(lock) = &self.lock {
-                if let Err(e) = lock.release() {
-                    warn!(
-                        "image {}: releasing the lock after a watch error: {e}",
-                        self.name
-                    );
-                }
+            if let Some(Err(e)) = self.lock.as_ref().map(|l| l.release()) {
+                warn!(
+                    "image {}: releasing the lock after a watch error: {e}",
+                    self.name
+                );
             }
             *self.watch.lock() = None;
         }

@@ -198,8 +198,11 @@ fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageIn
     })
 }
 
+/// A `rbd` class call on the image's header: method, input → reply.
+type ClsCall<'a> = dyn Fn(&str, &[u8]) -> ImageResult<Vec<u8>> + 'a;
+
 fn load_parent(
-    call: &dyn Fn(&str, &[u8]) -> ImageResult<Vec<u8>>,
+    call: &ClsCall<'_>,
     snaps: &[u64],
     bad: &dyn Fn(FormatError) -> ImageError,
 ) -> ImageResult<Option<ParentInfo>> {

@@ -258,12 +258,12 @@ impl ExclusiveLock {
         {
             debug!("image {}: acquired-lock notify: {e}", self.image);
         }
-        if self.with_object_map.load(Ordering::SeqCst) {
-            if let Err(e) = self.load_object_map() {
-                // Without a map we cannot keep it true: give the lock back.
-                let _ = self.release();
-                return Err(e);
-            }
+        if self.with_object_map.load(Ordering::SeqCst)
+            && let Err(e) = self.load_object_map()
+        {
+            // Without a map we cannot keep it true: give the lock back.
+            let _ = self.release();
+            return Err(e);
         }
         Ok(())
     }
@@ -325,13 +325,11 @@ impl ExclusiveLock {
             State::Locked(c) => c.clone(),
             _ => return Ok(()),
         };
-        if let Some(hook) = &*self.flush_hook.lock() {
-            if let Err(e) = hook() {
-                warn!(
-                    "image {}: flush before releasing the lock failed: {e}",
-                    self.image
-                );
-            }
+        if let Some(Err(e)) = self.flush_hook.lock().as_ref().map(|hook| hook()) {
+            warn!(
+                "image {}: flush before releasing the lock failed: {e}",
+                self.image
+            );
         }
         *self.state.lock() = State::Releasing;
         let quiesced = self.in_flight.write();
@@ -377,6 +375,10 @@ impl ExclusiveLock {
                 });
                 response_message(0)
             }
+            // librbd quiesces every watcher around `rbd snap create`; an
+            // error here would fail the snapshot. Our writes are safe
+            // without it: the owner hands the lock over (flushing) first.
+            NotifyMessage::Other(NOTIFY_OP_QUIESCE | NOTIFY_OP_UNQUIESCE) => response_message(0),
             NotifyMessage::Other(_) if owner => response_message(-libc::EOPNOTSUPP),
             _ => Vec::new(),
         }

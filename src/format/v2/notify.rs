@@ -8,6 +8,11 @@
 //!
 //! A ResponseMessage (the ack payload of a request-lock, and of the async
 //! operations) is versioned (1, 1): s32 result.
+//!
+//! Pacific's `rbd snap create` also notifies op 18 (quiesce) before and 19
+//! (unquiesce) after, payload AsyncRequestId (ClientId + u64 request id);
+//! a watcher that acks them empty does not stop the snapshot (seen on
+//! 16.2.15). They decode as [`NotifyMessage::Other`].
 
 use super::{finish, versioned};
 use crate::format::FormatError;
@@ -17,6 +22,8 @@ pub const NOTIFY_OP_ACQUIRED_LOCK: u32 = 0;
 pub const NOTIFY_OP_RELEASED_LOCK: u32 = 1;
 pub const NOTIFY_OP_REQUEST_LOCK: u32 = 2;
 pub const NOTIFY_OP_HEADER_UPDATE: u32 = 3;
+pub const NOTIFY_OP_QUIESCE: u32 = 18;
+pub const NOTIFY_OP_UNQUIESCE: u32 = 19;
 
 /// The NotifyMessage version Pacific librbd writes.
 pub const NOTIFY_MESSAGE_VERSION: u8 = 7;

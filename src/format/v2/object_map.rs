@@ -65,7 +65,7 @@ pub struct ObjectMap {
 }
 
 fn data_len(count: u64) -> Option<usize> {
-    usize::try_from(count / 4 + u64::from(count % 4 != 0)).ok()
+    usize::try_from(count.div_ceil(4)).ok()
 }
 
 impl ObjectMap {
