@@ -43,6 +43,19 @@ pub const WRITE_FEATURES: u64 = FEATURE_LAYERING
     | FEATURE_FAST_DIFF
     | FEATURE_DEEP_FLATTEN;
 
+/// Op features (under the `operations` feature) whose meaning for a
+/// writer we know: clone-parent, clone-child, group, snap-trash.
+const KNOWN_OP_FEATURES: u64 = 0xf;
+
+fn decode_u64_reply(reply: &[u8], what: &'static str) -> Result<u64, FormatError> {
+    let mut d = crate::format::decode::Decoder::new(reply, what);
+    let v = d.u64()?;
+    if !d.is_empty() {
+        return Err(FormatError::invalid(what, "trailing bytes"));
+    }
+    Ok(v)
+}
+
 fn store_err(name: &str, e: StoreError) -> ImageError {
     ImageError::Store {
         image: name.to_string(),
@@ -169,8 +182,20 @@ fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageIn
     } else {
         None
     };
+    // `operations` guards "op features" (clone v2, groups, snapshot
+    // trash); writing the head is safe under the ones we know.
+    let mut writable = WRITE_FEATURES;
+    if features.features & FEATURE_OPERATIONS != 0 {
+        let reply = call("op_features_get", &[])?;
+        let op_features = decode_u64_reply(&reply, "rbd.op_features_get reply").map_err(&bad)?;
+        if op_features & !KNOWN_OP_FEATURES == 0 {
+            writable |= FEATURE_OPERATIONS;
+        } else {
+            info!("image {name}: unknown op features 0x{op_features:x}");
+        }
+    }
     let unwritable =
-        classify_features(features.features | features.incompatible, WRITE_FEATURES).unwritable;
+        classify_features(features.features | features.incompatible, writable).unwritable;
     let read_only = (unwritable != 0).then(|| {
         format!(
             "features {:?} (0x{unwritable:x}) are not implemented for writing",
