@@ -15,14 +15,14 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
-    WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 use parking_lot::Mutex;
 
 use crate::format::valid_file_name;
-use crate::image::{Image, ImageError};
+use crate::image::{Image, ImageError, Seek};
 use crate::pool::Pool;
 use crate::store::{NOSNAP, SnapId};
 
@@ -109,6 +109,17 @@ fn errno_of(what: &str, e: &ImageError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// getxattr/listxattr protocol: size 0 asks for the length.
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() <= size as usize {
+        reply.data(value);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
 fn name_str(name: &OsStr) -> Option<&str> {
     name.to_str().filter(|n| valid_file_name(n))
 }
@@ -176,17 +187,29 @@ impl RbdFs {
                 Ok(self.dir_attr(ino))
             }
             Node::Image(name) => {
-                let info = self.image(name)?.info();
+                let image = self.image(name)?;
+                let info = image.info();
                 let writable = !self.opts.read_only && info.read_only.is_none();
                 let perm = if writable { 0o644 } else { 0o444 };
-                Ok(self.attr(ino, FileType::RegularFile, perm, info.size))
+                let mut attr = self.attr(ino, FileType::RegularFile, perm, info.size);
+                attr.blocks = self.blocks(&image, NOSNAP, info.size);
+                Ok(attr)
             }
             Node::Snap(name, snap) => {
-                let info = self.image(name)?.info();
+                let image = self.image(name)?;
+                let info = image.info();
                 let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
-                Ok(self.attr(ino, FileType::RegularFile, 0o444, s.size))
+                let mut attr = self.attr(ino, FileType::RegularFile, 0o444, s.size);
+                attr.blocks = self.blocks(&image, s.id, s.size);
+                Ok(attr)
             }
         }
+    }
+
+    /// `st_blocks`: what the objects hold, so `cp --sparse` and `du` see
+    /// the holes; the full size if it cannot be told.
+    fn blocks(&self, image: &Image, snap: SnapId, size: u64) -> u64 {
+        image.allocated(snap).unwrap_or(size).div_ceil(512)
     }
 
     fn lookup_node(&self, parent: &Node, name: &str) -> Result<Node, Errno> {
@@ -220,6 +243,56 @@ impl RbdFs {
         image
             .flush()
             .map_err(|e| errno_of(&format!("flush {}", image.name()), &e))
+    }
+
+    /// `user.rbd.*` attributes: what `rbd info` says about the image.
+    fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, String)>, Errno> {
+        let (name, snap) = match node {
+            Node::Image(name) => (name, None),
+            Node::Snap(name, snap) => (name, Some(snap)),
+            _ => return Ok(Vec::new()),
+        };
+        let info = self.image(name)?.info();
+        let mut out = vec![
+            ("user.rbd.format", info.format.to_string()),
+            ("user.rbd.order", info.order.to_string()),
+            ("user.rbd.object_size", info.layout.object_size.to_string()),
+            ("user.rbd.object_prefix", info.object_prefix.clone()),
+        ];
+        if let Some(id) = &info.id {
+            out.push(("user.rbd.id", id.clone()));
+            out.push((
+                "user.rbd.features",
+                crate::format::v2::feature_names(info.features).join(","),
+            ));
+        }
+        if !info.layout.is_plain() {
+            out.push(("user.rbd.stripe_unit", info.layout.stripe_unit.to_string()));
+            out.push((
+                "user.rbd.stripe_count",
+                info.layout.stripe_count.to_string(),
+            ));
+        }
+        if let Some(pool) = info.data_pool {
+            out.push(("user.rbd.data_pool_id", pool.to_string()));
+        }
+        if let Some(p) = &info.parent {
+            out.push((
+                "user.rbd.parent",
+                format!(
+                    "pool {} image {} snap {} overlap {}",
+                    p.spec.pool_id, p.spec.image_id, p.spec.snap_id, p.overlap
+                ),
+            ));
+        }
+        if let Some(reason) = &info.read_only {
+            out.push(("user.rbd.read_only", reason.clone()));
+        }
+        if let Some(snap) = snap {
+            let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
+            out.push(("user.rbd.snap_id", s.id.to_string()));
+        }
+        Ok(out)
     }
 
     fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
@@ -609,7 +682,129 @@ impl Filesystem for RbdFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        const BSIZE: u64 = 4096;
+        match self.pool.store().usage() {
+            Ok(u) => {
+                let blocks = u.total_bytes / BSIZE;
+                let free = u.avail_bytes / BSIZE;
+                reply.statfs(
+                    blocks,
+                    free,
+                    free,
+                    u.pool_objects,
+                    u64::MAX / 2,
+                    BSIZE as u32,
+                    255,
+                    BSIZE as u32,
+                )
+            }
+            Err(e) => {
+                warn!("statfs: {e}");
+                reply.error(Errno::EIO)
+            }
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let what = match whence {
+            libc::SEEK_DATA => Seek::Data,
+            libc::SEEK_HOLE => Seek::Hole,
+            // SEEK_SET/CUR/END are the kernel's business.
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let result = self.handle(fh).and_then(|(image, snap)| {
+            let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
+            image
+                .seek(snap, offset, what)
+                .map_err(|e| errno_of(&format!("lseek {}", image.name()), &e))?
+                .ok_or(Errno::ENXIO)
+        });
+        match result {
+            Ok(o) => reply.offset(o as i64),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// Punch hole and zero range discard (what `fstrim` through a loop
+    /// device and `fallocate -p` send); plain allocation is a no-op inside
+    /// the image, and cannot grow it.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let result = self.handle(fh).and_then(|(image, snap)| {
+            if snap != NOSNAP || self.opts.read_only {
+                return Err(Errno::EROFS);
+            }
+            let size = image.info().size;
+            let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
+            let discard = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
+            if mode
+                & !(libc::FALLOC_FL_KEEP_SIZE
+                    | libc::FALLOC_FL_PUNCH_HOLE
+                    | libc::FALLOC_FL_ZERO_RANGE)
+                != 0
+            {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if discard {
+                return image
+                    .discard(offset, length)
+                    .map_err(|e| errno_of(&format!("discard {}", image.name()), &e));
+            }
+            if !keep_size && offset.saturating_add(length) > size {
+                return Err(Errno::ENOSPC);
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let result = self.node(ino).and_then(|node| {
+            let name = name.to_str().ok_or(Errno::ENODATA)?;
+            self.xattrs(&node)?
+                .into_iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+                .ok_or(Errno::ENODATA)
+        });
+        match result {
+            Ok(value) => reply_xattr(reply, size, value.as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let result = self.node(ino).and_then(|node| self.xattrs(&node));
+        match result {
+            Ok(attrs) => {
+                let mut names = Vec::new();
+                for (k, _) in attrs {
+                    names.extend_from_slice(k.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names)
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn destroy(&mut self) {

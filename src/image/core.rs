@@ -95,6 +95,10 @@ impl ImageCore {
         Ok(core)
     }
 
+    pub(super) fn data_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.data_store
+    }
+
     pub fn info(&self) -> Arc<ImageInfo> {
         self.info.read().clone()
     }

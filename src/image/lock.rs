@@ -460,6 +460,21 @@ impl ExclusiveLock {
     /// Before writing object `object_no`, the object map must say it
     /// exists (librbd's order: map first, then data).
     fn mark_exists(&self, object_no: u64) -> ImageResult<()> {
+        self.set_object_state(object_no, ObjectState::Exists)
+    }
+
+    /// Object `object_no`'s state in the head's object map, if we hold it.
+    pub fn object_state(&self, object_no: u64) -> Option<ObjectState> {
+        self.object_map
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(object_no))
+    }
+
+    /// Sets object `object_no`'s state in the head's object map (a no-op
+    /// without the feature or when it already is in that state). Call with
+    /// the lock held.
+    pub fn set_object_state(&self, object_no: u64, state: ObjectState) -> ImageResult<()> {
         if !self.with_object_map.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -468,7 +483,7 @@ impl ExclusiveLock {
             .lock()
             .as_ref()
             .and_then(|m| m.get(object_no));
-        if current == Some(ObjectState::Exists) {
+        if current == Some(state) {
             return Ok(());
         }
         if current.is_none() {
@@ -480,7 +495,7 @@ impl ExclusiveLock {
                 ),
             });
         }
-        let input = object_map_update_input(object_no, object_no + 1, ObjectState::Exists, None);
+        let input = object_map_update_input(object_no, object_no + 1, state, None);
         self.store
             .exec(
                 &self.object_map_oid(),
@@ -490,7 +505,7 @@ impl ExclusiveLock {
             )
             .map_err(|e| self.err("object_map_update", e))?;
         if let Some(map) = self.object_map.lock().as_mut() {
-            map.set(object_no, ObjectState::Exists);
+            map.set(object_no, state);
         }
         Ok(())
     }

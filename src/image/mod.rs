@@ -7,6 +7,7 @@ mod core;
 mod header;
 mod info;
 mod lock;
+mod sparse;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use parking_lot::RwLock;
 pub use self::core::ImageCore;
 pub use self::header::HeaderRef;
 pub use self::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
+pub use self::sparse::Seek;
 use crate::cache::{Cache, ImageCache};
 use crate::format::decode::Encoder;
 use crate::format::v2;
@@ -30,6 +32,9 @@ pub struct Image {
     /// write is in flight (or dirty in the cache) while the snap context
     /// changes.
     io_gate: RwLock<()>,
+    /// `allocated()` answers, with when they were computed.
+    allocated_cache:
+        parking_lot::Mutex<std::collections::HashMap<SnapId, (std::time::Instant, u64)>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -52,6 +57,7 @@ impl Image {
             core,
             cache,
             io_gate: RwLock::new(()),
+            allocated_cache: Default::default(),
         });
         if let Some(lock) = &image.core.lock {
             // Before handing the lock over, what we acknowledged goes out.
@@ -62,6 +68,62 @@ impl Image {
             }));
         }
         Ok(image)
+    }
+
+    /// The next data (or hole) at or after `offset` at `snap`; None means
+    /// ENXIO (at/after the end, or no more data).
+    pub fn seek(&self, snap: SnapId, offset: u64, what: Seek) -> ImageResult<Option<u64>> {
+        if snap == crate::store::NOSNAP {
+            // Dirty data makes objects exist once written back.
+            self.flush()?;
+        }
+        let info = self.current_info()?;
+        sparse::seek(&self.core, &info, snap, offset, what)
+    }
+
+    /// Bytes the image's objects hold at `snap` (for `st_blocks`).
+    /// Remembered for a few seconds (a snapshot's for good): `ls -l` of a
+    /// big image without an object map would otherwise stat every object.
+    pub fn allocated(&self, snap: SnapId) -> ImageResult<u64> {
+        const FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+        if let Some(&(at, bytes)) = self.allocated_cache.lock().get(&snap)
+            && (snap != crate::store::NOSNAP || at.elapsed() < FRESH)
+        {
+            return Ok(bytes);
+        }
+        let info = self.current_info()?;
+        let bytes = sparse::allocated(&self.core, &info, snap)?;
+        self.allocated_cache
+            .lock()
+            .insert(snap, (std::time::Instant::now(), bytes));
+        Ok(bytes)
+    }
+
+    /// Discards `[offset, offset+len)` of the head (clipped at the end):
+    /// afterwards it reads as zeros and, where whole objects were covered,
+    /// takes no space.
+    pub fn discard(&self, offset: u64, len: u64) -> ImageResult<()> {
+        let _gate = self.io_gate.read();
+        let info = self.current_info()?;
+        if let Some(reason) = &info.read_only {
+            return Err(ImageError::ReadOnly {
+                image: self.name().to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if offset >= info.size {
+            return Ok(());
+        }
+        let len = len.min(info.size - offset);
+        // Dirty data in the range must not land after the discard.
+        self.flush()?;
+        let extents = info.layout.map(offset, len);
+        let result = self.in_parallel(extents.iter().collect(), |e: &ObjectExtent| {
+            self.core.discard_object(e.object_no, e.offset, e.len)
+        });
+        self.cache.invalidate();
+        self.forget_allocation();
+        result
     }
 
     /// Flushes and gives back the exclusive lock (unmount).
@@ -147,10 +209,16 @@ impl Image {
             });
         }
         let extents = info.layout.map(offset, len);
+        self.forget_allocation();
         self.in_parallel(extents.iter().collect(), |e: &ObjectExtent| {
             let chunk = &data[e.buf_offset as usize..(e.buf_offset + e.len) as usize];
             self.cache.write(e.object_no, e.offset, chunk)
         })
+    }
+
+    /// The head's allocation changes with writes and discards.
+    fn forget_allocation(&self) {
+        self.allocated_cache.lock().remove(&crate::store::NOSNAP);
     }
 
     /// Returns once every acknowledged write of this image is on RADOS, or

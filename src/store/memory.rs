@@ -131,6 +131,50 @@ impl ObjectStore for MemoryStore {
         }
     }
 
+    fn truncate(&self, oid: &str, size: u64, snapc: &SnapContext) -> StoreResult<()> {
+        let existed = self.modify(oid, snapc, |head| match head {
+            Some(buf) => {
+                buf.resize(size as usize, 0);
+                true
+            }
+            None => false,
+        });
+        if existed {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                op: "truncate",
+                oid: oid.to_string(),
+            })
+        }
+    }
+
+    fn zero(&self, oid: &str, offset: u64, len: u64, snapc: &SnapContext) -> StoreResult<()> {
+        self.modify(oid, snapc, |head| {
+            if let Some(buf) = head {
+                let start = (offset as usize).min(buf.len());
+                let end = (offset.saturating_add(len) as usize).min(buf.len());
+                buf[start..end].fill(0);
+            }
+        });
+        Ok(())
+    }
+
+    fn usage(&self) -> StoreResult<Usage> {
+        let objects = self.objects.lock();
+        let pool_bytes = objects
+            .values()
+            .filter_map(|o| o.head.as_ref())
+            .map(|h| h.len() as u64)
+            .sum();
+        Ok(Usage {
+            total_bytes: 1 << 40,
+            avail_bytes: (1u64 << 40).saturating_sub(pool_bytes),
+            pool_bytes,
+            pool_objects: objects.len() as u64,
+        })
+    }
+
     fn exec(&self, oid: &str, _class: &str, _method: &str, _input: &[u8]) -> StoreResult<Vec<u8>> {
         Err(StoreError::Errno {
             op: "exec",

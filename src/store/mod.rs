@@ -84,6 +84,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// a few KiB; the bound keeps a hostile object from exhausting memory.
 pub const MAX_METADATA_OBJECT: u64 = 16 << 20;
 
+/// What `df` shows for the pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Raw capacity and free space of the cluster.
+    pub total_bytes: u64,
+    pub avail_bytes: u64,
+    /// Bytes and objects stored in this pool.
+    pub pool_bytes: u64,
+    pub pool_objects: u64,
+}
+
 /// What a watch reports.
 #[derive(Debug)]
 pub enum WatchEvent<'a> {
@@ -124,6 +135,16 @@ pub trait ObjectStore: Send + Sync {
     /// Removes the object (the OSD keeps its data for the snapshots in
     /// `snapc`).
     fn remove(&self, oid: &str, snapc: &SnapContext) -> StoreResult<()>;
+
+    /// Cuts the object to `size` bytes (with the snapshot context).
+    fn truncate(&self, oid: &str, size: u64, snapc: &SnapContext) -> StoreResult<()>;
+
+    /// Zeroes `[offset, offset+len)` of the object, deallocating where the
+    /// OSD can (with the snapshot context).
+    fn zero(&self, oid: &str, offset: u64, len: u64, snapc: &SnapContext) -> StoreResult<()>;
+
+    /// Capacity and usage for `statfs`.
+    fn usage(&self) -> StoreResult<Usage>;
 
     /// Calls object-class method `class.method` on `oid`; returns its reply.
     fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> StoreResult<Vec<u8>>;

@@ -333,6 +333,41 @@ impl ObjectStore for RadosPool {
         check("remove", oid, rc).map(drop)
     }
 
+    fn truncate(&self, oid: &str, size: u64, snapc: &SnapContext) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        let rc = unsafe { rados_trunc(io.0, o.as_ptr(), size) };
+        check("truncate", oid, rc).map(drop)
+    }
+
+    fn zero(&self, oid: &str, offset: u64, len: u64, snapc: &SnapContext) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        let rc = unsafe {
+            let op = rados_create_write_op();
+            rados_write_op_zero(op, offset, len);
+            let rc = rados_write_op_operate(op, io.0, o.as_ptr(), ptr::null_mut(), 0);
+            rados_release_write_op(op);
+            rc
+        };
+        check("zero", oid, rc).map(drop)
+    }
+
+    fn usage(&self) -> StoreResult<Usage> {
+        let mut cluster = Struct_rados_cluster_stat_t::default();
+        let rc = unsafe { rados_cluster_stat(self.cluster.handle, &mut cluster) };
+        check("cluster_stat", &self.name, rc)?;
+        let mut pool = Struct_rados_pool_stat_t::default();
+        let rc = unsafe { rados_ioctx_pool_stat(self.base.0, &mut pool) };
+        check("pool_stat", &self.name, rc)?;
+        Ok(Usage {
+            total_bytes: cluster.kb.saturating_mul(1024),
+            avail_bytes: cluster.kb_avail.saturating_mul(1024),
+            pool_bytes: pool.num_bytes,
+            pool_objects: pool.num_objects,
+        })
+    }
+
     fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> StoreResult<Vec<u8>> {
         let o = oid_c(oid)?;
         let c = oid_c(class)?;
