@@ -8,6 +8,10 @@
 //! `(stripe % spo) * su + o % su` inside that object. Plain images are the
 //! case `su = os, sc = 1`.
 
+/// Largest stripe count accepted from a header (librbd sets no limit, but
+/// a count this high would already mean millions of objects per stripe).
+pub const MAX_STRIPE_COUNT: u64 = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub object_size: u64,
@@ -40,8 +44,11 @@ impl Layout {
     /// the object size and neither is zero.
     pub fn striped(order: u8, stripe_unit: u64, stripe_count: u64) -> Option<Layout> {
         let object_size = 1u64.checked_shl(order as u32)?;
+        // An object set (object size × stripe count) must fit in 64 bits
+        // with room for offset arithmetic; real images use small counts.
         if stripe_unit == 0
             || stripe_count == 0
+            || stripe_count > MAX_STRIPE_COUNT
             || stripe_unit > object_size
             || object_size % stripe_unit != 0
         {

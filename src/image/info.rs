@@ -41,6 +41,14 @@ pub enum ImageError {
     InvalidName(String),
     #[error("image {image} cannot be opened: {reason}")]
     Unsupported { image: String, reason: String },
+    #[error("image {0} already exists")]
+    Exists(String),
+    #[error("image {image} is not empty: {reason}")]
+    NotEmpty { image: String, reason: String },
+    #[error("image {image} is busy: {reason}")]
+    Busy { image: String, reason: String },
+    #[error("image {image}: invalid argument: {reason}")]
+    InvalidArgument { image: String, reason: String },
 }
 
 impl ImageError {
@@ -65,6 +73,10 @@ impl ImageError {
             ImageError::SnapshotExists { .. } => libc::EEXIST,
             ImageError::InvalidName(_) => libc::EINVAL,
             ImageError::Unsupported { .. } => libc::EOPNOTSUPP,
+            ImageError::Exists(_) => libc::EEXIST,
+            ImageError::NotEmpty { .. } => libc::ENOTEMPTY,
+            ImageError::Busy { .. } => libc::EBUSY,
+            ImageError::InvalidArgument { .. } => libc::EINVAL,
         }
     }
 
@@ -79,6 +91,10 @@ impl ImageError {
                 | ImageError::ReadOnly { .. }
                 | ImageError::SnapshotExists { .. }
                 | ImageError::InvalidName(_)
+                | ImageError::Exists(_)
+                | ImageError::NotEmpty { .. }
+                | ImageError::Busy { .. }
+                | ImageError::InvalidArgument { .. }
         )
     }
 }

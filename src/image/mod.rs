@@ -3,6 +3,7 @@
 //! become object extents through the image's [`Layout`](crate::layout::Layout),
 //! and object I/O goes through the [cache](crate::cache) to [`ImageCore`].
 
+pub mod admin;
 mod core;
 mod header;
 mod info;
@@ -287,20 +288,31 @@ impl Image {
             _ => None,
         };
         let store = &self.core.store;
-        let id = store
-            .selfmanaged_snap_create()
-            .map_err(|e| self.core.store_err(e))?;
-        let (method, input) = if info.format == 1 {
-            let mut input = Encoder::new();
-            input.string(snap_name).u64(id);
-            ("snap_add", input.finish())
-        } else {
-            ("snapshot_add", v2::snapshot_add_input(id, snap_name))
-        };
-        if let Err(e) = store.exec(&info.header_oid, "rbd", method, &input) {
+        // Another client may record a newer snap id between our allocating
+        // one and adding it; the class then refuses ours as stale (ESTALE)
+        // and, as librbd does, we take a fresh id.
+        let mut attempts = 0;
+        let id = loop {
+            attempts += 1;
+            let id = store
+                .selfmanaged_snap_create()
+                .map_err(|e| self.core.store_err(e))?;
+            let (method, input) = if info.format == 1 {
+                let mut input = Encoder::new();
+                input.string(snap_name).u64(id);
+                ("snap_add", input.finish())
+            } else {
+                ("snapshot_add", v2::snapshot_add_input(id, snap_name))
+            };
+            let Err(e) = store.exec(&info.header_oid, "rbd", method, &input) else {
+                break id;
+            };
             // Leave no half-made snapshot: give the id back.
             if let Err(e2) = store.selfmanaged_snap_remove(id) {
                 warn!("image {image}: cannot release snap id {id}: {e2}");
+            }
+            if e.errno() == libc::ESTALE && attempts < 16 {
+                continue;
             }
             return Err(if e.errno() == libc::EEXIST {
                 ImageError::SnapshotExists {
@@ -310,7 +322,7 @@ impl Image {
             } else {
                 self.core.store_err(e)
             });
-        }
+        };
         if let Some(lock) = &self.core.lock {
             lock.snapshot_object_map(id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
         }

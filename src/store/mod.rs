@@ -185,17 +185,25 @@ pub trait ObjectStore: Send + Sync {
     fn pool_id(&self) -> i64;
 
     /// Reads a whole small object at the head, bounded by
-    /// [`MAX_METADATA_OBJECT`].
+    /// [`MAX_METADATA_OBJECT`], in one read: a stat then a read could see
+    /// the object grow in between (a header gaining a snapshot) and return
+    /// a cut-off copy.
     fn read_full(&self, oid: &str) -> StoreResult<Vec<u8>> {
-        let size = self.stat(oid, NOSNAP)?;
-        if size > MAX_METADATA_OBJECT {
-            return Err(StoreError::Errno {
-                op: "read",
-                oid: oid.to_string(),
-                errno: libc::EFBIG,
-            });
+        let mut want = 64 << 10;
+        loop {
+            let data = self.read(oid, 0, want, NOSNAP)?;
+            if data.len() < want {
+                return Ok(data);
+            }
+            if want as u64 >= MAX_METADATA_OBJECT {
+                return Err(StoreError::Errno {
+                    op: "read",
+                    oid: oid.to_string(),
+                    errno: libc::EFBIG,
+                });
+            }
+            want *= 4;
         }
-        self.read(oid, 0, size as usize, NOSNAP)
     }
 }
 

@@ -834,3 +834,46 @@ pub fn assert_errno<T: std::fmt::Debug>(r: io::Result<T>, errnos: &[i32], what: 
         ),
     }
 }
+
+// ---------------------------------------------------------------------------
+// Snapshot cleanup
+// ---------------------------------------------------------------------------
+
+/// `rbd snap purge` of the registered images on drop: `rbd rm` (what
+/// `Scratch` runs) refuses an image that still has snapshots. Declare it
+/// AFTER the `Scratch` and BEFORE any `Mount`, so it runs after the unmount
+/// and before the removal.
+pub struct SnapPurge {
+    cluster: Cluster,
+    images: Vec<String>,
+}
+
+impl SnapPurge {
+    pub fn new(cluster: &Cluster) -> SnapPurge {
+        SnapPurge {
+            cluster: cluster.clone(),
+            images: Vec::new(),
+        }
+    }
+
+    /// Registers `name` (already registered with a `Scratch`); returns it.
+    pub fn add(&mut self, name: String) -> String {
+        self.images.push(name.clone());
+        name
+    }
+}
+
+impl Drop for SnapPurge {
+    fn drop(&mut self) {
+        for name in self.images.drain(..) {
+            let r = self
+                .cluster
+                .rbd_try(&["snap", "purge", "--no-progress", &spec(&name)]);
+            match r {
+                Ok(o) if o.status.success() => {}
+                Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No such file") => {}
+                r => eprintln!("warning: could not purge snapshots of {name}: {r:?}"),
+            }
+        }
+    }
+}
