@@ -43,7 +43,10 @@ impl Layout {
     /// Validates striping parameters as librbd does: the stripe unit divides
     /// the object size and neither is zero.
     pub fn striped(order: u8, stripe_unit: u64, stripe_count: u64) -> Option<Layout> {
-        let object_size = 1u64.checked_shl(order as u32)?;
+        if !(crate::format::MIN_ORDER..=crate::format::MAX_ORDER).contains(&order) {
+            return None;
+        }
+        let object_size = 1u64 << order;
         // An object set (object size × stripe count) must fit in 64 bits
         // with room for offset arithmetic; real images use small counts.
         if stripe_unit == 0

@@ -43,7 +43,8 @@ static GLOBAL: Tracking = Tracking;
 /// No input here is over a few KiB; anything near this is a decoder
 /// believing a length field.
 const ALLOCATION_LIMIT: usize = 16 << 20;
-const SLOW_INPUT: Duration = Duration::from_millis(500);
+// Generous: CI machines are shared and slow; a loop takes forever.
+const SLOW_INPUT: Duration = Duration::from_secs(5);
 
 struct Rng(u64);
 impl Rng {
@@ -61,14 +62,21 @@ impl Rng {
 }
 
 fn cases() -> u64 {
-    std::env::var("RBDFS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+    std::env::var("RBDFS_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
 }
 
 fn seed() -> u64 {
     std::env::var("RBDFS_FUZZ_SEED")
         .ok()
         .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
 }
 
 /// One mutation of `base`: what hostile metadata looks like.
@@ -139,7 +147,10 @@ fn fuzz(what: &str, corpus: &[Vec<u8>], decode: impl Fn(&[u8])) {
         );
     }
     let largest = LARGEST.load(Ordering::Relaxed);
-    assert!(largest < ALLOCATION_LIMIT, "{what}: an allocation of {largest} bytes (RBDFS_FUZZ_SEED={seed:x})");
+    assert!(
+        largest < ALLOCATION_LIMIT,
+        "{what}: an allocation of {largest} bytes (RBDFS_FUZZ_SEED={seed:x})"
+    );
 }
 
 #[test]
@@ -150,11 +161,22 @@ fn format1_header() {
         size: 1 << 30,
         snap_seq: 9,
         snapshots: vec![
-            SnapshotInfo { id: 9, name: "b".into(), size: 1 << 30 },
-            SnapshotInfo { id: 3, name: "first".into(), size: 1 << 29 },
+            SnapshotInfo {
+                id: 9,
+                name: "b".into(),
+                size: 1 << 30,
+            },
+            SnapshotInfo {
+                id: 3,
+                name: "first".into(),
+                size: 1 << 29,
+            },
         ],
     };
-    let empty = HeaderV1 { snapshots: vec![], ..h.clone() };
+    let empty = HeaderV1 {
+        snapshots: vec![],
+        ..h.clone()
+    };
     fuzz("format-1 header", &[h.encode(), empty.encode()], |b| {
         let _ = HeaderV1::decode(b);
     });
@@ -173,7 +195,10 @@ fn tmap() {
 
 #[test]
 fn format2_header_replies() {
-    let snapc = SnapContext { seq: 9, snaps: vec![9, 4, 1] };
+    let snapc = SnapContext {
+        seq: 9,
+        snaps: vec![9, 4, 1],
+    };
     let parent = ParentSpec {
         pool_id: 2,
         pool_namespace: String::new(),
@@ -181,16 +206,28 @@ fn format2_header_replies() {
         snap_id: 4,
     };
     let corpus = vec![
-        encode_get_size_reply(SizeInfo { order: 22, size: 1 << 30 }),
-        encode_get_features_reply(FeaturesInfo { features: 0x3d, incompatible: 1 }),
+        encode_get_size_reply(SizeInfo {
+            order: 22,
+            size: 1 << 30,
+        }),
+        encode_get_features_reply(FeaturesInfo {
+            features: 0x3d,
+            incompatible: 1,
+        }),
         encode_string_reply("rbd_data.101f39e781cb"),
         encode_get_snapcontext_reply(&snapc),
-        encode_get_stripe_unit_count_reply(StripeInfo { unit: 65536, count: 4 }),
+        encode_get_stripe_unit_count_reply(StripeInfo {
+            unit: 65536,
+            count: 4,
+        }),
         encode_get_data_pool_reply(Some(3)),
         encode_parent_get_reply(Some(&parent)),
         encode_parent_overlap_get_reply(Some(1 << 20)),
         encode_get_parent_reply(Some((&parent, 1 << 20))),
-        encode_dir_list_reply(&[DirEntry { name: b"img".to_vec(), id: b"1234".to_vec() }]),
+        encode_dir_list_reply(&[DirEntry {
+            name: b"img".to_vec(),
+            id: b"1234".to_vec(),
+        }]),
     ];
     fuzz("format-2 header replies", &corpus, |b| {
         let _ = decode_get_size(b);
@@ -217,26 +254,44 @@ fn snapshot_records() {
         namespace: SnapshotNamespace::User,
         name: "daily".into(),
         image_size: 1 << 30,
-        timestamp: Utime { sec: 1_700_000_000, nsec: 5 },
+        timestamp: Utime {
+            sec: 1_700_000_000,
+            nsec: 5,
+        },
         child_count: 0,
     };
     let trash = SnapshotRecord {
-        namespace: SnapshotNamespace::Trash { original_name: "old".into(), original_type: 0 },
+        namespace: SnapshotNamespace::Trash {
+            original_name: "old".into(),
+            original_type: 0,
+        },
         ..rec.clone()
     };
-    fuzz("snapshot records", &[rec.encode(), trash.encode(), snapshot_add_input(7, "x")], |b| {
-        let _ = SnapshotRecord::decode(b);
-        let _ = decode_snapshot_add_input(b);
-        let _ = decode_get_protection_status(b);
-    });
+    fuzz(
+        "snapshot records",
+        &[rec.encode(), trash.encode(), snapshot_add_input(7, "x")],
+        |b| {
+            let _ = SnapshotRecord::decode(b);
+            let _ = decode_snapshot_add_input(b);
+            let _ = decode_get_protection_status(b);
+        },
+    );
 }
 
 #[test]
 fn lock_and_notify() {
     let corpus = vec![
         LockOp::rbd_exclusive("auto 140086666597536").encode(),
-        NotifyMessage::AcquiredLock(ClientId { gid: 4321, handle: 99 }).encode(),
-        NotifyMessage::RequestLock { client: ClientId { gid: 1, handle: 2 }, force: true }.encode(),
+        NotifyMessage::AcquiredLock(ClientId {
+            gid: 4321,
+            handle: 99,
+        })
+        .encode(),
+        NotifyMessage::RequestLock {
+            client: ClientId { gid: 1, handle: 2 },
+            force: true,
+        }
+        .encode(),
         NotifyMessage::HeaderUpdate.encode(),
         response_message(-16),
     ];
