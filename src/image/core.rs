@@ -19,6 +19,9 @@ use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NotifyMessag
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError, WatchEvent, WatchGuard};
 
+/// Locks that serialise copy-ups of one object.
+const COPY_UP_LOCKS: usize = 64;
+
 /// How deep a chain of clone parents may be before we call it a loop.
 const MAX_PARENT_DEPTH: u32 = 16;
 
@@ -37,6 +40,8 @@ pub struct ImageCore {
     parent: Mutex<Option<Arc<ImageCore>>>,
     /// Objects of a clone known to exist in the child (no copy-up needed).
     copied_up: Mutex<HashSet<u64>>,
+    /// Serialise copy-ups of the same object (striped by object number).
+    copy_up_locks: [Mutex<()>; COPY_UP_LOCKS],
     depth: u32,
     /// Format 2 with exclusive-lock: taken before the first write.
     pub(super) lock: Option<Arc<ExclusiveLock>>,
@@ -87,6 +92,7 @@ impl ImageCore {
             watch: Mutex::new(None),
             parent: Mutex::new(None),
             copied_up: Mutex::new(HashSet::new()),
+            copy_up_locks: std::array::from_fn(|_| Mutex::new(())),
             depth,
             lock,
             watch_broken: Arc::new(AtomicBool::new(false)),
@@ -348,8 +354,13 @@ impl ObjectIo for ImageCore {
         };
         let oid = info.data_object(object_no);
         if info.parent.is_some() && !self.copied_up.lock().contains(&object_no) {
-            self.copy_up(&info, object_no, &oid, offset, data)?;
-            return Ok(());
+            // One copy-up per object at a time: with striping, one request
+            // brings several extents of the same object, and two copy-ups
+            // racing would each write the parent's bytes over the other's.
+            let _serial = self.copy_up_locks[(object_no % COPY_UP_LOCKS as u64) as usize].lock();
+            if !self.copied_up.lock().contains(&object_no) {
+                return self.copy_up(&info, object_no, &oid, offset, data);
+            }
         }
         self.data_store
             .write(&oid, offset, data, &info.snapc)

@@ -18,6 +18,9 @@ use crate::store::{ObjectStore, StoreError};
 
 /// How long we wait for another owner to hand the lock over.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// After handing the lock over on request, how long we wait before asking
+/// for it back.
+const HANDOVER_GRACE: Duration = Duration::from_millis(500);
 /// How long a notification waits for the watchers' answers.
 const NOTIFY_TIMEOUT_MS: u64 = 5000;
 
@@ -49,6 +52,8 @@ pub struct ExclusiveLock {
     acquiring: Mutex<()>,
     object_map: Mutex<Option<ObjectMap>>,
     flush_hook: Mutex<Option<FlushHook>>,
+    /// When we last released the lock because another client asked.
+    handed_over_at: Mutex<Option<Instant>>,
 }
 
 impl ExclusiveLock {
@@ -71,6 +76,7 @@ impl ExclusiveLock {
             acquiring: Mutex::new(()),
             object_map: Mutex::new(None),
             flush_hook: Mutex::new(None),
+            handed_over_at: Mutex::new(None),
         }
     }
 
@@ -162,6 +168,16 @@ impl ExclusiveLock {
         if matches!(*self.state.lock(), State::Locked(_)) {
             return Ok(());
         }
+        // We just gave the lock to a client that asked for it: let it take
+        // it and do some work before we ask it back, or the two of us pass
+        // the lock back and forth without the other ever writing.
+        let handed_over = *self.handed_over_at.lock();
+        if let Some(at) = handed_over {
+            let wait = HANDOVER_GRACE.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
         let cookie = rbd_lock_cookie(handle);
         let me = self.client_id(handle);
         let mut asked = false;
@@ -249,7 +265,21 @@ impl ExclusiveLock {
                 None => self.break_dead_owner(&owner)?,
             }
         }
+        // The map first: a writer that sees "locked" must find it loaded.
+        if self.with_object_map.load(Ordering::SeqCst)
+            && let Err(e) = self.load_object_map()
+        {
+            // Without a map we cannot keep it true: give the lock back.
+            let _ = self.store.exec(
+                &self.header_oid,
+                LOCK_CLASS,
+                "unlock",
+                &unlock_input(RBD_LOCK_NAME, &cookie),
+            );
+            return Err(e);
+        }
         *self.state.lock() = State::Locked(cookie);
+        self.changed.notify_all();
         info!("image {}: acquired the exclusive lock", self.image);
         let acquired = NotifyMessage::AcquiredLock(me).encode();
         if let Err(e) = self
@@ -257,13 +287,6 @@ impl ExclusiveLock {
             .notify(&self.header_oid, &acquired, NOTIFY_TIMEOUT_MS)
         {
             debug!("image {}: acquired-lock notify: {e}", self.image);
-        }
-        if self.with_object_map.load(Ordering::SeqCst)
-            && let Err(e) = self.load_object_map()
-        {
-            // Without a map we cannot keep it true: give the lock back.
-            let _ = self.release();
-            return Err(e);
         }
         Ok(())
     }
@@ -368,6 +391,7 @@ impl ExclusiveLock {
         match msg {
             NotifyMessage::RequestLock { .. } if owner => {
                 let me = self.clone();
+                *self.handed_over_at.lock() = Some(Instant::now());
                 std::thread::spawn(move || {
                     if let Err(e) = me.release() {
                         warn!("image {}: releasing the lock on request: {e}", me.image);
