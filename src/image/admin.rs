@@ -154,7 +154,12 @@ fn unsupported(image: &str, reason: impl Into<String>) -> ImageError {
     }
 }
 
-fn rbd_call(store: &dyn ObjectStore, oid: &str, method: &str, input: &[u8]) -> Result<Vec<u8>, StoreError> {
+fn rbd_call(
+    store: &dyn ObjectStore,
+    oid: &str,
+    method: &str,
+    input: &[u8],
+) -> Result<Vec<u8>, StoreError> {
     store.exec(oid, RBD_CLASS, method, input)
 }
 
@@ -254,6 +259,99 @@ pub fn v1_block_name(instance_id: u64, random: u32) -> String {
 }
 
 // ---------------------------------------------------------------------------
+// The format-1 directory (TMAP in the data of rbd_directory)
+// ---------------------------------------------------------------------------
+
+/// One change of the format-1 directory.
+#[derive(Debug, Clone, Copy)]
+enum DirChange<'a> {
+    /// Add (or keep) `NAME` with an empty value, as librbd's `tmap_set`.
+    Set(&'a str),
+    /// Remove `NAME`; ENOENT when it is not there.
+    Remove(&'a str),
+}
+
+/// Applies `changes` to the TMAP of `rbd_directory` in one update (the
+/// OSD's TMAPUP: atomic).
+///
+/// librados' C `rados_tmap_update` (what the store calls) is a stub that
+/// answers EOPNOTSUPP since Octopus (only the C++ API still sends
+/// TMAPUP). When the store answers EOPNOTSUPP, the directory is updated by
+/// reading it, changing it and writing it back instead: the same bytes,
+/// but not atomic: an update another client makes between our read and
+/// write is lost (its image would drop out of `rbd ls`). The store should
+/// do this atomically (read with the object version, then write with
+/// `assert_version`, retrying), after which this fallback is not used.
+fn update_v1_directory(
+    store: &dyn ObjectStore,
+    changes: &[DirChange<'_>],
+) -> Result<(), StoreError> {
+    let mut command = Vec::new();
+    for c in changes {
+        command.extend(match *c {
+            DirChange::Set(name) => tmap::set_command(name, &[]),
+            DirChange::Remove(name) => tmap::remove_command(name),
+        });
+    }
+    match store.tmap_update(RBD_DIRECTORY, &command) {
+        Err(e) if e.errno() == libc::EOPNOTSUPP => {
+            warn!("TMAP update not supported by the store; rewriting {RBD_DIRECTORY} (not atomic)");
+            rewrite_v1_directory(store, changes)
+        }
+        r => r,
+    }
+}
+
+fn rewrite_v1_directory(
+    store: &dyn ObjectStore,
+    changes: &[DirChange<'_>],
+) -> Result<(), StoreError> {
+    let corrupt = |what: String| StoreError::Errno {
+        op: "tmap decode",
+        oid: format!("{RBD_DIRECTORY}: {what}"),
+        errno: libc::EIO,
+    };
+    let old = match store.read_full(RBD_DIRECTORY) {
+        Ok(data) => data,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut map = tmap::Tmap::decode(&old).map_err(|e| corrupt(e.to_string()))?;
+    for c in changes {
+        match *c {
+            DirChange::Set(name) => {
+                let key = name.as_bytes();
+                match map.entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+                    Ok(i) => map.entries[i].1.clear(),
+                    Err(i) => map.entries.insert(i, (key.to_vec(), Vec::new())),
+                }
+            }
+            DirChange::Remove(name) => {
+                let key = name.as_bytes();
+                match map.entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
+                    Ok(i) => {
+                        map.entries.remove(i);
+                    }
+                    Err(_) => {
+                        return Err(StoreError::NotFound {
+                            op: "tmap_update",
+                            oid: RBD_DIRECTORY.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let new = map.encode();
+    let snapc = SnapContext::default();
+    store.write(RBD_DIRECTORY, 0, &new, &snapc)?;
+    if new.len() < old.len() {
+        store.truncate(RBD_DIRECTORY, new.len() as u64, &snapc)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
 // Create
 // ---------------------------------------------------------------------------
 
@@ -288,10 +386,7 @@ pub fn create_image(
     if !(MIN_ORDER..=MAX_ORDER).contains(&opts.order) {
         return Err(invalid(
             name,
-            format!(
-                "order {} is outside [{MIN_ORDER}, {MAX_ORDER}]",
-                opts.order
-            ),
+            format!("order {} is outside [{MIN_ORDER}, {MAX_ORDER}]", opts.order),
         ));
     }
     match opts.format {
@@ -330,15 +425,13 @@ fn create_v1(store: &dyn ObjectStore, name: &str, size: u64, order: u8) -> Image
         snap_seq: 0,
         snapshots: Vec::new(),
     };
-    store
-        .tmap_update(RBD_DIRECTORY, &tmap::set_command(name, &[]))
-        .map_err(|e| store_err(name, e))?;
+    update_v1_directory(store, &[DirChange::Set(name)]).map_err(|e| store_err(name, e))?;
     let oid = v1::header_object(name);
     if let Err(e) = store.write(&oid, 0, &header.encode(), &SnapContext::default()) {
         cleanup(
             name,
             "remove the directory entry",
-            store.tmap_update(RBD_DIRECTORY, &tmap::remove_command(name)),
+            update_v1_directory(store, &[DirChange::Remove(name)]),
         );
         return Err(store_err(name, e));
     }
@@ -442,7 +535,10 @@ fn plan_v2(
         return Err(invalid(name, "cannot use fast diff without object map"));
     }
     if features & FEATURE_OBJECT_MAP != 0 && features & FEATURE_EXCLUSIVE_LOCK == 0 {
-        return Err(invalid(name, "cannot use object map without exclusive lock"));
+        return Err(invalid(
+            name,
+            "cannot use object map without exclusive lock",
+        ));
     }
     let layout = match striping {
         Some((unit, count)) => Layout::striped(order, unit, count).expect("validated above"),
@@ -480,12 +576,16 @@ fn create_v2(store: &dyn ObjectStore, name: &str, size: u64, plan: &V2Plan) -> I
     let map_oid = object_map_object(&id, NOSNAP);
     let mut done = V2Progress::default();
     let result = (|| -> ImageResult<()> {
-        rbd_call(store, RBD_DIRECTORY, "dir_add_image", &dir_image_input(name, &id)).map_err(
-            |e| match e.errno() {
-                libc::EEXIST => ImageError::Exists(name.to_string()),
-                _ => store_err(name, e),
-            },
-        )?;
+        rbd_call(
+            store,
+            RBD_DIRECTORY,
+            "dir_add_image",
+            &dir_image_input(name, &id),
+        )
+        .map_err(|e| match e.errno() {
+            libc::EEXIST => ImageError::Exists(name.to_string()),
+            _ => store_err(name, e),
+        })?;
         done.dir_entry = true;
 
         // librbd creates the object and sets the id in one operation; the
@@ -541,19 +641,36 @@ fn create_v2(store: &dyn ObjectStore, name: &str, size: u64, plan: &V2Plan) -> I
     if let Err(e) = result {
         let snapc = SnapContext::default();
         if done.object_map {
-            cleanup(name, "remove the object map", ignore_enoent(store.remove(&map_oid, &snapc)));
+            cleanup(
+                name,
+                "remove the object map",
+                ignore_enoent(store.remove(&map_oid, &snapc)),
+            );
         }
         if done.header {
-            cleanup(name, "remove the header", ignore_enoent(store.remove(&header_oid, &snapc)));
+            cleanup(
+                name,
+                "remove the header",
+                ignore_enoent(store.remove(&header_oid, &snapc)),
+            );
         }
         if done.id_object {
-            cleanup(name, "remove the id object", ignore_enoent(store.remove(&id_oid, &snapc)));
+            cleanup(
+                name,
+                "remove the id object",
+                ignore_enoent(store.remove(&id_oid, &snapc)),
+            );
         }
         if done.dir_entry {
             cleanup(
                 name,
                 "remove the directory entry",
-                ignore_enoent(rbd_call(store, RBD_DIRECTORY, "dir_remove_image", &dir_image_input(name, &id))),
+                ignore_enoent(rbd_call(
+                    store,
+                    RBD_DIRECTORY,
+                    "dir_remove_image",
+                    &dir_image_input(name, &id),
+                )),
             );
         }
         return Err(e);
@@ -575,7 +692,10 @@ fn create_v2(store: &dyn ObjectStore, name: &str, size: u64, plan: &V2Plan) -> I
 /// this client (same instance id) are left out. Stands in for `rados
 /// listwatchers`, which the store does not offer; waits up to
 /// [`WATCH_PROBE_TIMEOUT_MS`] for a watcher that died without unwatching.
-pub fn other_watchers(store: &dyn ObjectStore, header_oid: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+pub fn other_watchers(
+    store: &dyn ObjectStore,
+    header_oid: &str,
+) -> Result<Vec<(u64, u64)>, StoreError> {
     let me = store.instance_id();
     let payload = NotifyMessage::HeaderUpdate.encode();
     let replies = match store.notify(header_oid, &payload, WATCH_PROBE_TIMEOUT_MS) {
@@ -593,8 +713,17 @@ pub fn other_watchers(store: &dyn ObjectStore, header_oid: &str) -> Result<Vec<(
 }
 
 /// Holders of the image's exclusive lock (`rbd_lock` on the header).
-fn lock_holders(store: &dyn ObjectStore, image: &str, header_oid: &str) -> ImageResult<Vec<Locker>> {
-    match store.exec(header_oid, LOCK_CLASS, "get_info", &get_info_input(RBD_LOCK_NAME)) {
+fn lock_holders(
+    store: &dyn ObjectStore,
+    image: &str,
+    header_oid: &str,
+) -> ImageResult<Vec<Locker>> {
+    match store.exec(
+        header_oid,
+        LOCK_CLASS,
+        "get_info",
+        &get_info_input(RBD_LOCK_NAME),
+    ) {
         Ok(reply) => Ok(decode_get_info(&reply)
             .map_err(|e| corrupt(image, e))?
             .lockers),
@@ -632,8 +761,15 @@ fn load_object_map(
         warn!("image {image}: object map flagged invalid; treating every object as present");
         return Ok(None);
     }
-    match rbd_call(store, &object_map_object(id, NOSNAP), "object_map_load", &[]) {
-        Ok(reply) => Ok(Some(ObjectMap::decode(&reply).map_err(|e| corrupt(image, e))?)),
+    match rbd_call(
+        store,
+        &object_map_object(id, NOSNAP),
+        "object_map_load",
+        &[],
+    ) {
+        Ok(reply) => Ok(Some(
+            ObjectMap::decode(&reply).map_err(|e| corrupt(image, e))?,
+        )),
         Err(e) if e.is_not_found() => {
             warn!("image {image}: object map missing; treating every object as present");
             Ok(None)
@@ -643,7 +779,8 @@ fn load_object_map(
 }
 
 fn may_exist(map: Option<&ObjectMap>, object_no: u64) -> bool {
-    map.and_then(|m| m.get(object_no)).is_none_or(|s| s.may_exist())
+    map.and_then(|m| m.get(object_no))
+        .is_none_or(|s| s.may_exist())
 }
 
 /// Runs `f` for every object number in `range`, on up to
@@ -800,12 +937,17 @@ fn check_removable(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> Ima
 }
 
 fn remove_v1(store: &dyn ObjectStore, name: &str) -> ImageResult<()> {
-    let info = match header::load(store, &HeaderRef::V1 { name: name.to_string() }) {
+    let info = match header::load(
+        store,
+        &HeaderRef::V1 {
+            name: name.to_string(),
+        },
+    ) {
         Ok(info) => info,
         Err(ImageError::NotFound(_)) => {
             // No header: perhaps a directory entry left by an interrupted
             // removal; removing it is all there is to do.
-            return match store.tmap_update(RBD_DIRECTORY, &tmap::remove_command(name)) {
+            return match update_v1_directory(store, &[DirChange::Remove(name)]) {
                 Ok(()) => {
                     info!("image {name}: removed a directory entry without header");
                     Ok(())
@@ -821,7 +963,7 @@ fn remove_v1(store: &dyn ObjectStore, name: &str) -> ImageResult<()> {
     remove_data_objects(store, &info, name, 0..count, None, &info.snapc)?;
     ignore_enoent(store.remove(&info.header_oid, &SnapContext::default()))
         .map_err(|e| store_err(name, e))?;
-    ignore_enoent(store.tmap_update(RBD_DIRECTORY, &tmap::remove_command(name)))
+    ignore_enoent(update_v1_directory(store, &[DirChange::Remove(name)]))
         .map_err(|e| store_err(name, e))?;
     info!("image {name}: removed (format 1, {count} data objects checked)");
     Ok(())
@@ -850,9 +992,16 @@ fn clone_link(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> ImageRes
     // Clone v2: when the parent snapshot was removed while we hang on it,
     // it sits in the parent's trash and librbd removes it with its last
     // child. We do not, so leave such a clone to `rbd rm`.
-    let parent_store = store.pool_by_id(spec.pool_id).map_err(|e| store_err(name, e))?;
+    let parent_store = store
+        .pool_by_id(spec.pool_id)
+        .map_err(|e| store_err(name, e))?;
     let parent_header = v2::header_object(&spec.image_id);
-    match parent_store.exec(&parent_header, RBD_CLASS, "snapshot_get", &snap_id_input(spec.snap_id)) {
+    match parent_store.exec(
+        &parent_header,
+        RBD_CLASS,
+        "snapshot_get",
+        &snap_id_input(spec.snap_id),
+    ) {
         Ok(reply) => {
             let snap = SnapshotRecord::decode(&reply).map_err(|e| corrupt(name, e))?;
             if matches!(snap.namespace, SnapshotNamespace::Trash { .. }) && snap.child_count <= 1 {
@@ -869,7 +1018,12 @@ fn clone_link(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> ImageRes
     Ok(CloneLink::V2(spec))
 }
 
-fn detach_clone(store: &dyn ObjectStore, link: &CloneLink, id: &str, name: &str) -> ImageResult<()> {
+fn detach_clone(
+    store: &dyn ObjectStore,
+    link: &CloneLink,
+    id: &str,
+    name: &str,
+) -> ImageResult<()> {
     match link {
         CloneLink::None => Ok(()),
         CloneLink::V1(spec) => ignore_enoent(rbd_call(
@@ -880,7 +1034,9 @@ fn detach_clone(store: &dyn ObjectStore, link: &CloneLink, id: &str, name: &str)
         ))
         .map_err(|e| store_err(name, e)),
         CloneLink::V2(spec) => {
-            let parent_store = store.pool_by_id(spec.pool_id).map_err(|e| store_err(name, e))?;
+            let parent_store = store
+                .pool_by_id(spec.pool_id)
+                .map_err(|e| store_err(name, e))?;
             let input = child_detach_input(spec.snap_id, store.pool_id(), id, "");
             ignore_enoent(parent_store.exec(
                 &v2::header_object(&spec.image_id),
@@ -907,11 +1063,21 @@ fn remove_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<()> {
     };
     if let Some(info) = &info {
         check_removable(store, info, name)?;
-        if rbd_call(store, RBD_MIRRORING, "mirror_image_get", &dir_get_id_input(id)).is_ok() {
+        if rbd_call(
+            store,
+            RBD_MIRRORING,
+            "mirror_image_get",
+            &dir_get_id_input(id),
+        )
+        .is_ok()
+        {
             return Err(unsupported(name, "mirroring is enabled for it"));
         }
         if op_features(store, info, name)? & OP_FEATURE_GROUP != 0 {
-            return Err(busy(name, "it is in a group (`rbd group image remove` first)"));
+            return Err(busy(
+                name,
+                "it is in a group (`rbd group image remove` first)",
+            ));
         }
         let link = clone_link(store, info, name)?;
         let map = load_object_map(store, info, name)?;
@@ -927,8 +1093,13 @@ fn remove_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<()> {
     ignore_enoent(store.remove(&object_map_object(id, NOSNAP), &snapc0))
         .map_err(|e| store_err(name, e))?;
     ignore_enoent(store.remove(&v2::id_object(name), &snapc0)).map_err(|e| store_err(name, e))?;
-    ignore_enoent(rbd_call(store, RBD_DIRECTORY, "dir_remove_image", &dir_image_input(name, id)))
-        .map_err(|e| store_err(name, e))?;
+    ignore_enoent(rbd_call(
+        store,
+        RBD_DIRECTORY,
+        "dir_remove_image",
+        &dir_image_input(name, id),
+    ))
+    .map_err(|e| store_err(name, e))?;
     info!("image {name}: removed (format 2, id {id})");
     Ok(())
 }
@@ -977,13 +1148,20 @@ pub fn rename_image(store: &dyn ObjectStore, old: &str, new: &str) -> ImageResul
         store
             .write(&new_oid, 0, &header, &snapc0)
             .map_err(|e| store_err(new, e))?;
-        let mut cmd = tmap::set_command(new, &[]);
-        cmd.extend_from_slice(&tmap::remove_command(old));
-        if let Err(e) = store.tmap_update(RBD_DIRECTORY, &cmd) {
-            cleanup(new, "remove the new header", ignore_enoent(store.remove(&new_oid, &snapc0)));
+        let changes = [DirChange::Set(new), DirChange::Remove(old)];
+        if let Err(e) = update_v1_directory(store, &changes) {
+            cleanup(
+                new,
+                "remove the new header",
+                ignore_enoent(store.remove(&new_oid, &snapc0)),
+            );
             return Err(store_err(old, e));
         }
-        cleanup(old, "remove the old header", ignore_enoent(store.remove(&old_oid, &snapc0)));
+        cleanup(
+            old,
+            "remove the old header",
+            ignore_enoent(store.remove(&old_oid, &snapc0)),
+        );
         info!("image {old}: renamed to {new} (format 1)");
         return Ok(());
     }
@@ -1004,7 +1182,11 @@ pub fn rename_image(store: &dyn ObjectStore, old: &str, new: &str) -> ImageResul
         if e.errno() == libc::EEXIST {
             return Err(ImageError::Exists(new.to_string()));
         }
-        cleanup(new, "remove the new id object", ignore_enoent(store.remove(&new_id_oid, &snapc0)));
+        cleanup(
+            new,
+            "remove the new id object",
+            ignore_enoent(store.remove(&new_id_oid, &snapc0)),
+        );
         return Err(store_err(new, e));
     }
     if let Err(e) = rbd_call(
@@ -1013,14 +1195,22 @@ pub fn rename_image(store: &dyn ObjectStore, old: &str, new: &str) -> ImageResul
         "dir_rename_image",
         &dir_rename_image_input(old, new, &id),
     ) {
-        cleanup(new, "remove the new id object", ignore_enoent(store.remove(&new_id_oid, &snapc0)));
+        cleanup(
+            new,
+            "remove the new id object",
+            ignore_enoent(store.remove(&new_id_oid, &snapc0)),
+        );
         return Err(match e.errno() {
             libc::EEXIST => ImageError::Exists(new.to_string()),
             libc::ENOENT => ImageError::NotFound(old.to_string()),
             _ => store_err(old, e),
         });
     }
-    cleanup(old, "remove the old id object", ignore_enoent(store.remove(&old_id_oid, &snapc0)));
+    cleanup(
+        old,
+        "remove the old id object",
+        ignore_enoent(store.remove(&old_id_oid, &snapc0)),
+    );
     info!("image {old}: renamed to {new} (format 2, id {id})");
     Ok(())
 }
@@ -1119,11 +1309,9 @@ pub fn resize_plan(layout: &Layout, old_size: u64, new_size: u64) -> ResizePlan 
 ///
 /// Shrinking ([`resize_plan`]): objects wholly past the new end are marked
 /// pending in the object map, removed, then marked nonexistent; each
-/// boundary object has everything past the new end cut: librbd truncates
-/// it; the store has no truncate, so those bytes are overwritten with
-/// zeros (after marking the object exists in the object map, as a write
-/// does), which reads the same. Then the header, then the object map is
-/// shrunk. A clone with snapshots is refused (librbd copies the parent's
+/// boundary object that exists is truncated where the new end falls in it
+/// (after marking it exists in the object map, as librbd's discard does).
+/// Then the header, then the object map is shrunk. A clone with snapshots is refused (librbd copies the parent's
 /// data up into the removed objects for the snapshots' sake; not done
 /// here). The class method `set_size` also cuts a clone's parent overlap.
 pub fn resize_image(
@@ -1229,7 +1417,11 @@ pub fn resize_image(
     };
     with_data_store(store, info, name, |data| {
         if !plan.remove.is_empty() {
-            map_update(plan.remove.clone(), ObjectState::Pending, Some(ObjectState::Exists))?;
+            map_update(
+                plan.remove.clone(),
+                ObjectState::Pending,
+                Some(ObjectState::Exists),
+            )?;
             remove_data_objects(data, info, name, plan.remove.clone(), map.as_ref(), snapc)?;
             map_update(
                 plan.remove.clone(),
@@ -1251,7 +1443,8 @@ pub fn resize_image(
                 continue;
             }
             map_update(object_no..object_no + 1, ObjectState::Exists, None)?;
-            zero_range(data, &oid, offset, size, snapc).map_err(|e| store_err(name, e))?;
+            data.truncate(&oid, offset, snapc)
+                .map_err(|e| store_err(name, e))?;
         }
         Ok(())
     })?;
@@ -1266,30 +1459,16 @@ pub fn resize_image(
     Ok(())
 }
 
-/// Overwrites `[from, to)` of `oid` with zeros, in pieces of at most 1 MiB.
-fn zero_range(
-    data: &dyn ObjectStore,
-    oid: &str,
-    from: u64,
-    to: u64,
-    snapc: &SnapContext,
-) -> Result<(), StoreError> {
-    const CHUNK: u64 = 1 << 20;
-    let zeros = vec![0u8; CHUNK.min(to - from) as usize];
-    let mut at = from;
-    while at < to {
-        let n = CHUNK.min(to - at) as usize;
-        data.write(oid, at, &zeros[..n], snapc)?;
-        at += n as u64;
-    }
-    Ok(())
-}
-
 /// The size field of the header: `rbd.set_size`, or for format 1 the
 /// 8 bytes at offset 0x50 of `NAME.rbd` (what librbd rewrites).
 fn write_size(store: &dyn ObjectStore, info: &ImageInfo, name: &str, size: u64) -> ImageResult<()> {
     let r = if info.format == 1 {
-        store.write(&info.header_oid, V1_SIZE_OFFSET, &size.to_le_bytes(), &SnapContext::default())
+        store.write(
+            &info.header_oid,
+            V1_SIZE_OFFSET,
+            &size.to_le_bytes(),
+            &SnapContext::default(),
+        )
     } else {
         rbd_call(store, &info.header_oid, "set_size", &set_size_input(size)).map(drop)
     };
@@ -1397,16 +1576,32 @@ mod tests {
             o += step;
         }
         for d in [0, 1, 2] {
-            probes.extend([new + d, new.wrapping_sub(d)].into_iter().filter(|&x| x < old));
+            probes.extend(
+                [new + d, new.wrapping_sub(d)]
+                    .into_iter()
+                    .filter(|&x| x < old),
+            );
         }
         for off in probes {
             let (obj, in_obj, _) = l.locate(off);
             let removed = p.remove.contains(&obj);
             let cut_away = cut(obj).is_some_and(|c| in_obj >= c);
             if off < new {
-                prop_assert!(!removed && !cut_away, "offset {} lost (obj {} at {})", off, obj, in_obj);
+                prop_assert!(
+                    !removed && !cut_away,
+                    "offset {} lost (obj {} at {})",
+                    off,
+                    obj,
+                    in_obj
+                );
             } else if new < old {
-                prop_assert!(removed || cut_away, "offset {} kept (obj {} at {})", off, obj, in_obj);
+                prop_assert!(
+                    removed || cut_away,
+                    "offset {} kept (obj {} at {})",
+                    off,
+                    obj,
+                    in_obj
+                );
             }
         }
         Ok(())

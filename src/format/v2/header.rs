@@ -635,3 +635,169 @@ mod tests {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Image lifecycle (create, remove, rename, resize): method inputs
+// ---------------------------------------------------------------------------
+//
+// | method (object) | input | reply |
+// |---|---|---|
+// | `create` (`rbd_header.ID`) | u64 size, u8 order, u64 features, string object prefix, s64 data pool (-1 = none) | – (EEXIST when the header has an object prefix already) |
+// | `set_id` (`rbd_id.NAME`, must exist) | string id | – (EEXIST when the object is not empty) |
+// | `dir_add_image` (`rbd_directory`) | string name, string id | – (EEXIST name taken, EBADF id taken) |
+// | `dir_remove_image` (`rbd_directory`) | string name, string id | – (ENOENT, ESTALE on a mismatch) |
+// | `dir_rename_image` (`rbd_directory`) | string src, string dest, string id | – (EEXIST dest taken) |
+// | `set_size` | u64 size | – (shrinks the parent overlap too) |
+// | `set_stripe_unit_count` | u64 unit, u64 count | – |
+// | `get_all_features` (`rbd_directory`) | – | u64 features the OSD supports |
+// | `op_features_get` | – | u64 op features |
+// | `child_detach` (parent's header) | u64 snap id, versioned (2, 1) ChildImageSpec: s64 pool, string image id, string namespace | – |
+// | `remove_child` (`rbd_children`) | s64 parent pool, string parent id, u64 snap id, string child id | – |
+// | `mirror_image_get` (`rbd_mirroring`) | string image id | ENOENT when mirroring is off for it |
+
+/// `create` input as librbd 16.2 sends it (the data pool is always
+/// encoded, -1 when none).
+pub fn create_input(
+    size: u64,
+    order: u8,
+    features: u64,
+    object_prefix: &str,
+    data_pool: Option<i64>,
+) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u64(size)
+        .u8(order)
+        .u64(features)
+        .string(object_prefix)
+        .u64(data_pool.unwrap_or(-1) as u64);
+    e.finish()
+}
+
+/// `set_id` input: the id as a string (also the data of `rbd_id.NAME`).
+pub fn set_id_input(id: &str) -> Vec<u8> {
+    dir_get_id_input(id)
+}
+
+/// `dir_add_image` / `dir_remove_image` input: name, id.
+pub fn dir_image_input(name: &str, id: &str) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.string(name).string(id);
+    e.finish()
+}
+
+/// `dir_rename_image` input: old name, new name, id.
+pub fn dir_rename_image_input(src: &str, dest: &str, id: &str) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.string(src).string(dest).string(id);
+    e.finish()
+}
+
+/// `set_size` input.
+pub fn set_size_input(size: u64) -> Vec<u8> {
+    u64_input(size)
+}
+
+/// `set_stripe_unit_count` input.
+pub fn set_stripe_unit_count_input(unit: u64, count: u64) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u64(unit).u64(count);
+    e.finish()
+}
+
+/// A reply that is exactly one u64: `get_all_features`, `op_features_get`.
+pub fn decode_u64_reply(reply: &[u8], what: &'static str) -> Result<u64, FormatError> {
+    let mut d = Decoder::new(reply, what);
+    let v = d.u64()?;
+    finish(&d, what)?;
+    Ok(v)
+}
+
+/// Op features (`op_features_get`, under the `operations` feature).
+pub const OP_FEATURE_CLONE_PARENT: u64 = 1 << 0;
+pub const OP_FEATURE_CLONE_CHILD: u64 = 1 << 1;
+pub const OP_FEATURE_GROUP: u64 = 1 << 2;
+pub const OP_FEATURE_SNAP_TRASH: u64 = 1 << 3;
+
+/// The pool's clone-v1 parent → children index.
+pub const RBD_CHILDREN: &str = "rbd_children";
+/// The pool's mirroring state.
+pub const RBD_MIRRORING: &str = "rbd_mirroring";
+
+/// `child_detach` input (on the parent's header): the parent snapshot and
+/// the child (pool, image id, pool namespace).
+pub fn child_detach_input(
+    snap_id: u64,
+    child_pool: i64,
+    child_id: &str,
+    child_namespace: &str,
+) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u64(snap_id);
+    versioned(&mut e, 2, 1, |e| {
+        e.u64(child_pool as u64)
+            .string(child_id)
+            .string(child_namespace);
+    });
+    e.finish()
+}
+
+/// `remove_child` input (on `rbd_children` of the child's pool, clone v1).
+pub fn remove_child_input(parent: &ParentSpec, child_id: &str) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u64(parent.pool_id as u64)
+        .string(&parent.image_id)
+        .u64(parent.snap_id)
+        .string(child_id);
+    e.finish()
+}
+
+#[cfg(test)]
+mod lifecycle_input_tests {
+    use super::super::testutil::hex;
+    use super::*;
+
+    #[test]
+    fn inputs() {
+        assert_eq!(
+            create_input(1 << 20, 22, 0x3d, "rbd_data.ab", None),
+            hex(
+                "0000100000000000 16 3d00000000000000 0b000000 7262645f646174612e6162 ffffffffffffffff"
+            )
+        );
+        assert_eq!(
+            &create_input(1, 12, 0x81, "p", Some(3))[22..],
+            &hex("0300000000000000")[..]
+        );
+        assert_eq!(set_id_input("ab"), hex("02000000 6162"));
+        assert_eq!(dir_image_input("n", "i"), hex("01000000 6e 01000000 69"));
+        assert_eq!(
+            dir_rename_image_input("a", "b", "c"),
+            hex("01000000 61 01000000 62 01000000 63")
+        );
+        assert_eq!(set_size_input(5), hex("0500000000000000"));
+        assert_eq!(
+            set_stripe_unit_count_input(65536, 4),
+            hex("0000010000000000 0400000000000000")
+        );
+        assert_eq!(
+            child_detach_input(4, 2, "ab", ""),
+            hex("0400000000000000 02 01 12000000 0200000000000000 02000000 6162 00000000")
+        );
+        let parent = ParentSpec {
+            pool_id: 2,
+            pool_namespace: String::new(),
+            image_id: "p".into(),
+            snap_id: 7,
+        };
+        assert_eq!(
+            remove_child_input(&parent, "c"),
+            hex("0200000000000000 01000000 70 0700000000000000 01000000 63")
+        );
+        assert_eq!(
+            decode_u64_reply(&hex("3d00000000000000"), "t").unwrap(),
+            0x3d
+        );
+        assert!(decode_u64_reply(&hex("3d000000000000"), "t").is_err());
+        assert!(decode_u64_reply(&hex("3d00000000000000 00"), "t").is_err());
+    }
+}
