@@ -351,7 +351,9 @@ fn fuse_config(cfg: &MountConfig) -> Config {
     let mut config = Config::default();
     config.mount_options = options;
     config.acl = cfg.acl;
-    config.n_threads = Some(8);
+    // Enough threads that queued direct I/O (fio QD16, a VM's disk) keeps
+    // RADOS busy: each thread waits on one object operation at a time.
+    config.n_threads = Some(16);
     config.clone_fd = true;
     config
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
@@ -193,6 +193,8 @@ impl RbdFs {
                 let perm = if writable { 0o644 } else { 0o444 };
                 let mut attr = self.attr(ino, FileType::RegularFile, perm, info.size);
                 attr.blocks = self.blocks(&image, NOSNAP, info.size);
+                // cp, dd and friends size their buffers by st_blksize.
+                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
                 Ok(attr)
             }
             Node::Snap(name, snap) => {
@@ -201,6 +203,7 @@ impl RbdFs {
                 let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
                 let mut attr = self.attr(ino, FileType::RegularFile, 0o444, s.size);
                 attr.blocks = self.blocks(&image, s.id, s.size);
+                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
                 Ok(attr)
             }
         }
@@ -366,6 +369,19 @@ impl Filesystem for RbdFs {
         // Large requests mean fewer round trips through FUSE and RADOS.
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Let the kernel keep many requests in flight: async direct I/O
+        // (io_submit returns before the reply), background requests
+        // (readahead of snapshot files), and mmap of direct-I/O heads.
+        for flag in [
+            InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                debug!("kernel lacks FUSE capability {flag:?}");
+            }
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
         Ok(())
     }
 
@@ -451,7 +467,11 @@ impl Filesystem for RbdFs {
                     if wants_write && (self.opts.read_only || info.read_only.is_some()) {
                         return Err(Errno::EROFS);
                     }
-                    Ok((self.add_handle(image, NOSNAP), FopenFlags::FOPEN_DIRECT_IO))
+                    Ok((
+                        self.add_handle(image, NOSNAP),
+                        // Writes to different ranges need not queue behind each other.
+                        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+                    ))
                 }
                 Node::Snap(name, snap) => {
                     if wants_write {
