@@ -53,7 +53,7 @@ impl Layout {
             || stripe_count == 0
             || stripe_count > MAX_STRIPE_COUNT
             || stripe_unit > object_size
-            || object_size % stripe_unit != 0
+            || !object_size.is_multiple_of(stripe_unit)
         {
             return None;
         }

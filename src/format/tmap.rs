@@ -49,6 +49,52 @@ impl Tmap {
     }
 }
 
+/// Why a TMAP update command could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// Not a command we know, or a malformed one.
+    Invalid,
+    /// `r` of a key that is not there.
+    NoKey,
+}
+
+impl Tmap {
+    /// Applies a TMAPUP buffer: one or more commands (`s` set, `c`
+    /// create, `r` remove), in order, as the OSD does. Keys stay sorted.
+    /// On error nothing is applied.
+    pub fn apply(&mut self, commands: &[u8]) -> Result<(), ApplyError> {
+        let mut next = self.entries.clone();
+        let mut d = Decoder::new(commands, "tmap command");
+        if d.is_empty() {
+            return Err(ApplyError::Invalid);
+        }
+        while !d.is_empty() {
+            let op = d.u8().map_err(|_| ApplyError::Invalid)?;
+            let key = d.blob().map_err(|_| ApplyError::Invalid)?.to_vec();
+            let pos = next.binary_search_by(|(k, _)| k.cmp(&key));
+            match op {
+                b's' | b'c' => {
+                    let value = d.blob().map_err(|_| ApplyError::Invalid)?.to_vec();
+                    match pos {
+                        Ok(i) if op == b's' => next[i].1 = value,
+                        Ok(_) => return Err(ApplyError::Invalid),
+                        Err(i) => next.insert(i, (key, value)),
+                    }
+                }
+                b'r' => match pos {
+                    Ok(i) => {
+                        next.remove(i);
+                    }
+                    Err(_) => return Err(ApplyError::NoKey),
+                },
+                _ => return Err(ApplyError::Invalid),
+            }
+        }
+        self.entries = next;
+        Ok(())
+    }
+}
+
 /// The TMAP update commands librbd sends with `rados_tmap_update`.
 pub fn set_command(key: &str, value: &[u8]) -> Vec<u8> {
     let mut e = Encoder::new();
@@ -75,6 +121,20 @@ mod tests {
         let t = Tmap::decode(&bytes).unwrap();
         assert_eq!(t.entries, vec![(b"v1img".to_vec(), vec![])]);
         assert_eq!(t.encode(), bytes);
+    }
+
+    #[test]
+    fn apply_set_and_remove() {
+        let mut t = Tmap::default();
+        t.apply(&set_command("b", b"")).unwrap();
+        t.apply(&set_command("a", b"x")).unwrap();
+        assert_eq!(
+            t.entries,
+            vec![(b"a".to_vec(), b"x".to_vec()), (b"b".to_vec(), vec![])]
+        );
+        t.apply(&remove_command("a")).unwrap();
+        assert_eq!(t.apply(&remove_command("a")), Err(ApplyError::NoKey));
+        assert_eq!(t.apply(&[b'z', 0, 0, 0, 0]), Err(ApplyError::Invalid));
     }
 
     #[test]

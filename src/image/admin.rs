@@ -23,7 +23,12 @@
 //! - **Trash.** Pacific's `rbd rm` moves a format-2 image to `rbd_trash`
 //!   first and removes it from there; the end state (nothing left) is the
 //!   same as the direct removal done here, which is what librbd does when
-//!   the trash is not supported.
+//!   the trash is not supported. (An interrupted removal is therefore not
+//!   listed by `rbd trash ls`; running [`remove_image`] again finishes it.)
+//! - **Format-1 directory.** Format-1 names live in a TMAP that only the
+//!   OSD's TMAPUP changes atomically; the store's `tmap_update` fails on
+//!   Octopus and later librados, and then a non-atomic rewrite is used,
+//!   see `update_v1_directory`.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -293,62 +298,9 @@ fn update_v1_directory(
             DirChange::Remove(name) => tmap::remove_command(name),
         });
     }
-    match store.tmap_update(RBD_DIRECTORY, &command) {
-        Err(e) if e.errno() == libc::EOPNOTSUPP => {
-            warn!("TMAP update not supported by the store; rewriting {RBD_DIRECTORY} (not atomic)");
-            rewrite_v1_directory(store, changes)
-        }
-        r => r,
-    }
-}
-
-fn rewrite_v1_directory(
-    store: &dyn ObjectStore,
-    changes: &[DirChange<'_>],
-) -> Result<(), StoreError> {
-    let corrupt = |what: String| StoreError::Errno {
-        op: "tmap decode",
-        oid: format!("{RBD_DIRECTORY}: {what}"),
-        errno: libc::EIO,
-    };
-    let old = match store.read_full(RBD_DIRECTORY) {
-        Ok(data) => data,
-        Err(e) if e.is_not_found() => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let mut map = tmap::Tmap::decode(&old).map_err(|e| corrupt(e.to_string()))?;
-    for c in changes {
-        match *c {
-            DirChange::Set(name) => {
-                let key = name.as_bytes();
-                match map.entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                    Ok(i) => map.entries[i].1.clear(),
-                    Err(i) => map.entries.insert(i, (key.to_vec(), Vec::new())),
-                }
-            }
-            DirChange::Remove(name) => {
-                let key = name.as_bytes();
-                match map.entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                    Ok(i) => {
-                        map.entries.remove(i);
-                    }
-                    Err(_) => {
-                        return Err(StoreError::NotFound {
-                            op: "tmap_update",
-                            oid: RBD_DIRECTORY.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    let new = map.encode();
-    let snapc = SnapContext::default();
-    store.write(RBD_DIRECTORY, 0, &new, &snapc)?;
-    if new.len() < old.len() {
-        store.truncate(RBD_DIRECTORY, new.len() as u64, &snapc)?;
-    }
-    Ok(())
+    // One TMAPUP buffer: all the changes or none (the store applies it
+    // atomically, guarded by the object's version).
+    store.tmap_update(RBD_DIRECTORY, &command)
 }
 
 // ---------------------------------------------------------------------------
@@ -358,8 +310,9 @@ fn rewrite_v1_directory(
 /// Creates image `name` of `size` bytes as `rbd create` does.
 ///
 /// Format 2 (librbd's `image::CreateRequest`):
-/// 1. validate the name, order (12..=25), features and striping; refuse
-///    if `NAME.rbd` or `rbd_id.NAME` exists (EEXIST);
+/// 1. validate the name; refuse if `NAME.rbd` or `rbd_id.NAME` exists
+///    (EEXIST); validate order (12..=25), features, striping, data pool and
+///    the object-map size limit (EINVAL; journaling: EOPNOTSUPP);
 /// 2. id = [`generate_image_id`] (instance id + random);
 /// 3. `rbd.dir_add_image(name, id)` on `rbd_directory` (EEXIST: taken);
 /// 4. `rbd_id.NAME` created and `rbd.set_id(id)` on it;
@@ -372,8 +325,9 @@ fn rewrite_v1_directory(
 ///
 /// A failure undoes the steps already done, newest first.
 ///
-/// Format 1 (librbd's `create_v1`): TMAP set `NAME` on `rbd_directory`,
-/// then the 112-byte header written to `NAME.rbd` with block name
+/// Format 1 (librbd's `create_v1`): TMAP set `NAME` on `rbd_directory`
+/// (see `update_v1_directory` for the store's TMAP problem), then the
+/// 112-byte header written to `NAME.rbd` with block name
 /// [`v1_block_name`]; the directory entry is removed again if the header
 /// write fails.
 pub fn create_image(
@@ -383,6 +337,10 @@ pub fn create_image(
     opts: &CreateOptions,
 ) -> ImageResult<()> {
     validate_image_name(name)?;
+    // librbd's order: existence (either format), then the options.
+    if image_format(store, name)?.is_some() {
+        return Err(ImageError::Exists(name.to_string()));
+    }
     if !(MIN_ORDER..=MAX_ORDER).contains(&opts.order) {
         return Err(invalid(
             name,
@@ -401,16 +359,10 @@ pub fn create_image(
                     "format 1 images have no features, striping or data pool",
                 ));
             }
-            if image_format(store, name)?.is_some() {
-                return Err(ImageError::Exists(name.to_string()));
-            }
             create_v1(store, name, size, opts.order)
         }
         2 => {
             let plan = plan_v2(store, name, size, opts)?;
-            if image_format(store, name)?.is_some() {
-                return Err(ImageError::Exists(name.to_string()));
-            }
             create_v2(store, name, size, &plan)
         }
         f => Err(invalid(name, format!("image format {f} (must be 1 or 2)"))),
@@ -741,13 +693,28 @@ fn op_features(store: &dyn ObjectStore, info: &ImageInfo, image: &str) -> ImageR
     decode_u64_reply(&reply, "rbd.op_features_get reply").map_err(|e| corrupt(image, e))
 }
 
-/// The image's head object map, or None when it has none or it cannot be
-/// trusted (flag object-map-invalid): then every object may exist.
+/// The image's head object map, as far as it can be used.
+struct HeadMap {
+    map: ObjectMap,
+    /// False when the image is flagged object-map-invalid: the map is still
+    /// kept up to date (as librbd does) but every object may exist.
+    trusted: bool,
+}
+
+impl HeadMap {
+    fn may_exist(&self, object_no: u64) -> bool {
+        !self.trusted || self.map.get(object_no).is_none_or(|s| s.may_exist())
+    }
+}
+
+/// Loads the head object map of an image with the object-map feature.
+/// None when the image has no such feature, or the map object is missing
+/// (then it is left missing: `rbd object-map rebuild` makes one).
 fn load_object_map(
     store: &dyn ObjectStore,
     info: &ImageInfo,
     image: &str,
-) -> ImageResult<Option<ObjectMap>> {
+) -> ImageResult<Option<HeadMap>> {
     let Some(id) = info.id.as_deref() else {
         return Ok(None);
     };
@@ -757,9 +724,9 @@ fn load_object_map(
     let flags = rbd_call(store, &info.header_oid, "get_flags", &snap_id_input(NOSNAP))
         .map_err(|e| store_err(image, e))?;
     let flags = decode_get_flags(&flags).map_err(|e| corrupt(image, e))?;
-    if flags & FLAG_OBJECT_MAP_INVALID != 0 {
+    let trusted = flags & FLAG_OBJECT_MAP_INVALID == 0;
+    if !trusted {
         warn!("image {image}: object map flagged invalid; treating every object as present");
-        return Ok(None);
     }
     match rbd_call(
         store,
@@ -767,9 +734,10 @@ fn load_object_map(
         "object_map_load",
         &[],
     ) {
-        Ok(reply) => Ok(Some(
-            ObjectMap::decode(&reply).map_err(|e| corrupt(image, e))?,
-        )),
+        Ok(reply) => Ok(Some(HeadMap {
+            map: ObjectMap::decode(&reply).map_err(|e| corrupt(image, e))?,
+            trusted,
+        })),
         Err(e) if e.is_not_found() => {
             warn!("image {image}: object map missing; treating every object as present");
             Ok(None)
@@ -778,9 +746,8 @@ fn load_object_map(
     }
 }
 
-fn may_exist(map: Option<&ObjectMap>, object_no: u64) -> bool {
-    map.and_then(|m| m.get(object_no))
-        .is_none_or(|s| s.may_exist())
+fn may_exist(map: Option<&HeadMap>, object_no: u64) -> bool {
+    map.is_none_or(|m| m.may_exist(object_no))
 }
 
 /// Runs `f` for every object number in `range`, on up to
@@ -828,7 +795,7 @@ fn remove_data_objects(
     info: &ImageInfo,
     image: &str,
     range: Range<u64>,
-    map: Option<&ObjectMap>,
+    map: Option<&HeadMap>,
     snapc: &SnapContext,
 ) -> ImageResult<()> {
     for_each_object(range, |n| {
@@ -1367,8 +1334,10 @@ pub fn resize_image(
         .as_deref()
         .map(|id| object_map_object(id, NOSNAP))
         .unwrap_or_default();
-    let resize_map = || -> ImageResult<()> {
-        if object_map {
+    // A missing map stays missing (resizing would make one that says no
+    // object exists).
+    let resize_map = |present: bool| -> ImageResult<()> {
+        if object_map && present {
             rbd_call(
                 store,
                 &map_oid,
@@ -1380,7 +1349,13 @@ pub fn resize_image(
         Ok(())
     };
     if new_size > info.size {
-        resize_map()?;
+        let present = object_map
+            && match store.stat(&map_oid, NOSNAP) {
+                Ok(_) => true,
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(store_err(name, e)),
+            };
+        resize_map(present)?;
         write_size(store, info, name, new_size)?;
         info!("image {name}: grown from {} to {new_size} bytes", info.size);
         return Ok(());
@@ -1402,7 +1377,7 @@ pub fn resize_image(
         let Some(m) = &map else {
             return Ok(());
         };
-        let end = range.end.min(m.len());
+        let end = range.end.min(m.map.len());
         if range.start >= end {
             return Ok(());
         }
@@ -1449,7 +1424,7 @@ pub fn resize_image(
         Ok(())
     })?;
     write_size(store, info, name, new_size)?;
-    resize_map()?;
+    resize_map(map.is_some())?;
     info!(
         "image {name}: shrunk from {} to {new_size} bytes ({} objects removed, {} cut)",
         info.size,

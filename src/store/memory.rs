@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::*;
-use crate::format::tmap::Tmap;
+use crate::format::tmap::{ApplyError, Tmap};
 
 #[derive(Default, Clone)]
 struct Object {
@@ -184,33 +184,9 @@ impl ObjectStore for MemoryStore {
     }
 
     fn tmap_update(&self, oid: &str, command: &[u8]) -> StoreResult<()> {
-        let bad = || StoreError::Errno {
-            op: "tmap_update",
-            oid: oid.to_string(),
-            errno: libc::EINVAL,
-        };
         let current = self.at_snap(oid, NOSNAP, "tmap_update").unwrap_or_default();
-        let mut map = Tmap::decode(&current).map_err(|_| bad())?;
-        let mut d = crate::format::decode::Decoder::new(command, "tmap command");
-        let op = d.u8().map_err(|_| bad())?;
-        let key = d.blob().map_err(|_| bad())?.to_vec();
-        let pos = map.entries.binary_search_by(|(k, _)| k.cmp(&key));
-        match (op, pos) {
-            (b's', Ok(i)) => map.entries[i].1 = d.blob().map_err(|_| bad())?.to_vec(),
-            (b's', Err(i)) => map
-                .entries
-                .insert(i, (key, d.blob().map_err(|_| bad())?.to_vec())),
-            (b'r', Ok(i)) => {
-                map.entries.remove(i);
-            }
-            (b'r', Err(_)) => {
-                return Err(StoreError::NotFound {
-                    op: "tmap_update",
-                    oid: oid.to_string(),
-                });
-            }
-            _ => return Err(bad()),
-        }
+        let mut map = Tmap::decode(&current).map_err(|_| tmap_error(oid, ApplyError::Invalid))?;
+        map.apply(command).map_err(|e| tmap_error(oid, e))?;
         self.put(oid, &map.encode());
         Ok(())
     }

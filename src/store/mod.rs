@@ -80,6 +80,21 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The error a TMAP update gives, as the OSD's TMAPUP would.
+pub fn tmap_error(oid: &str, e: crate::format::tmap::ApplyError) -> StoreError {
+    match e {
+        crate::format::tmap::ApplyError::NoKey => StoreError::NotFound {
+            op: "tmap_update",
+            oid: oid.to_string(),
+        },
+        crate::format::tmap::ApplyError::Invalid => StoreError::Errno {
+            op: "tmap_update",
+            oid: oid.to_string(),
+            errno: libc::EINVAL,
+        },
+    }
+}
+
 /// Largest metadata object (header, directory) we read whole. Real ones are
 /// a few KiB; the bound keeps a hostile object from exhausting memory.
 pub const MAX_METADATA_OBJECT: u64 = 16 << 20;

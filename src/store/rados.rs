@@ -20,6 +20,7 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::*;
+use crate::format::tmap::{ApplyError, Tmap};
 
 /// How to reach the cluster, following Ceph's conventions.
 #[derive(Debug, Clone, Default)]
@@ -237,6 +238,35 @@ impl RadosPool {
         Ok(IoCtx(io))
     }
 
+    /// The whole object and the version it had when read.
+    fn read_with_version(
+        &self,
+        io: &IoCtx,
+        oid: &str,
+        o: &CString,
+    ) -> StoreResult<(Vec<u8>, Option<u64>)> {
+        let mut want = 64usize << 10;
+        loop {
+            let mut buf = vec![0u8; want];
+            let rc =
+                unsafe { rados_read(io.0, o.as_ptr(), buf.as_mut_ptr() as *mut c_char, want, 0) };
+            let n = check("read", oid, rc)? as usize;
+            if n < want {
+                buf.truncate(n);
+                let version = unsafe { rados_get_last_version(io.0) };
+                return Ok((buf, Some(version)));
+            }
+            if want as u64 >= MAX_METADATA_OBJECT {
+                return Err(StoreError::Errno {
+                    op: "read",
+                    oid: oid.to_string(),
+                    errno: libc::EFBIG,
+                });
+            }
+            want *= 4;
+        }
+    }
+
     fn reader(&self, snap: SnapId) -> StoreResult<Arc<IoCtx>> {
         if snap == NOSNAP {
             return Ok(self.base.clone());
@@ -399,17 +429,49 @@ impl ObjectStore for RadosPool {
         }
     }
 
+    /// librados 16's C `rados_tmap_update` is a stub that answers
+    /// EOPNOTSUPP without asking the OSD, so the update is a read, the
+    /// command applied here, and a write guarded by the object's version:
+    /// if another client changed the directory in between, the write is
+    /// refused and we start over. Nothing is lost to a race.
     fn tmap_update(&self, oid: &str, command: &[u8]) -> StoreResult<()> {
         let o = oid_c(oid)?;
-        let rc = unsafe {
-            rados_tmap_update(
-                self.base.0,
-                o.as_ptr(),
-                command.as_ptr() as *const c_char,
-                command.len(),
-            )
-        };
-        check("tmap_update", oid, rc).map(drop)
+        for _ in 0..64 {
+            // A private context: the version read below is per context.
+            let io = self.new_ctx()?;
+            let (current, version) = match self.read_with_version(&io, oid, &o) {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => (Vec::new(), None),
+                Err(e) => return Err(e),
+            };
+            let mut map =
+                Tmap::decode(&current).map_err(|_| tmap_error(oid, ApplyError::Invalid))?;
+            map.apply(command).map_err(|e| tmap_error(oid, e))?;
+            let encoded = map.encode();
+            let rc = unsafe {
+                let op = rados_create_write_op();
+                match version {
+                    Some(v) => rados_write_op_assert_version(op, v),
+                    // It did not exist: create it, failing if someone else did.
+                    None => rados_write_op_create(op, 1, ptr::null()),
+                }
+                rados_write_op_write_full(op, encoded.as_ptr() as *const c_char, encoded.len());
+                let rc = rados_write_op_operate(op, io.0, o.as_ptr(), ptr::null_mut(), 0);
+                rados_release_write_op(op);
+                rc
+            };
+            match -rc {
+                0 => return Ok(()),
+                // Lost a race (version moved on, or created meanwhile).
+                libc::ERANGE | libc::EOVERFLOW | libc::EEXIST => continue,
+                _ => return check("tmap_update", oid, rc).map(drop),
+            }
+        }
+        Err(StoreError::Errno {
+            op: "tmap_update",
+            oid: oid.to_string(),
+            errno: libc::EBUSY,
+        })
     }
 
     fn selfmanaged_snap_create(&self) -> StoreResult<SnapId> {
