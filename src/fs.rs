@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use crate::format::valid_file_name;
 use crate::image::{Image, ImageError, Seek};
 use crate::pool::Pool;
-use crate::store::{NOSNAP, SnapId};
+use crate::store::{NOSNAP, SnapId, Usage};
 
 /// Name of the directory that holds the snapshots.
 pub const SNAP_DIR: &str = ".snap";
@@ -98,6 +98,14 @@ pub struct RbdFs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     mounted_at: SystemTime,
+    usage_state: Arc<Mutex<UsageState>>,
+}
+
+/// The last cluster usage seen, and whether a query is outstanding.
+#[derive(Default)]
+struct UsageState {
+    last: Option<(std::time::Instant, Usage)>,
+    asking: bool,
 }
 
 fn errno_of(what: &str, e: &ImageError) -> Errno {
@@ -133,6 +141,7 @@ impl RbdFs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
+            usage_state: Arc::default(),
         }
     }
 
@@ -296,6 +305,45 @@ impl RbdFs {
             out.push(("user.rbd.snap_id", s.id.to_string()));
         }
         Ok(out)
+    }
+
+    /// Cluster usage for statfs, which must never hang: `umount` and `df`
+    /// call it, and a cluster without a manager never answers the monitor's
+    /// statfs. Asked on a helper thread, waited for briefly; otherwise the
+    /// last answer (or zeros) is given.
+    fn usage(&self) -> Usage {
+        const WAIT: Duration = Duration::from_secs(2);
+        const FRESH: Duration = Duration::from_secs(10);
+        let (last, asked) = {
+            let state = self.usage_state.lock();
+            (state.last, state.asking)
+        };
+        if let Some((at, u)) = last
+            && at.elapsed() < FRESH
+        {
+            return u;
+        }
+        let fallback = last.map(|(_, u)| u).unwrap_or_default();
+        if asked {
+            return fallback;
+        }
+        self.usage_state.lock().asking = true;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pool = self.pool.clone();
+        let state = self.usage_state.clone();
+        std::thread::spawn(move || {
+            let result = pool.store().usage();
+            let mut st = state.lock();
+            st.asking = false;
+            match result {
+                Ok(u) => {
+                    st.last = Some((std::time::Instant::now(), u));
+                    let _ = tx.send(u);
+                }
+                Err(e) => warn!("statfs: {e}"),
+            }
+        });
+        rx.recv_timeout(WAIT).unwrap_or(fallback)
     }
 
     fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
@@ -703,26 +751,19 @@ impl Filesystem for RbdFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         const BSIZE: u64 = 4096;
-        match self.pool.store().usage() {
-            Ok(u) => {
-                let blocks = u.total_bytes / BSIZE;
-                let free = u.avail_bytes / BSIZE;
-                reply.statfs(
-                    blocks,
-                    free,
-                    free,
-                    u.pool_objects,
-                    u64::MAX / 2,
-                    BSIZE as u32,
-                    255,
-                    BSIZE as u32,
-                )
-            }
-            Err(e) => {
-                warn!("statfs: {e}");
-                reply.error(Errno::EIO)
-            }
-        }
+        let u = self.usage();
+        let blocks = u.total_bytes / BSIZE;
+        let free = u.avail_bytes / BSIZE;
+        reply.statfs(
+            blocks,
+            free,
+            free,
+            u.pool_objects,
+            u64::MAX / 2,
+            BSIZE as u32,
+            255,
+            BSIZE as u32,
+        )
     }
 
     fn lseek(
