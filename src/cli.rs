@@ -17,6 +17,7 @@ use log::{error, info, warn};
 
 use crate::cache::{Cache, CacheConfig};
 use crate::fs::{FsOptions, RbdFs};
+use crate::image::admin::CreateOptions;
 use crate::pool::Pool;
 use crate::store::rados::{ConnectOptions, RadosCluster};
 
@@ -87,6 +88,8 @@ pub struct MountConfig {
     pub log_level: log::LevelFilter,
     pub fsname: Option<String>,
     pub cache: CacheConfig,
+    /// How images created through the filesystem are made.
+    pub create: CreateOptions,
 }
 
 impl PartialEq for ConnectOptions {
@@ -155,6 +158,7 @@ impl MountArgs {
             },
             fsname: None,
             cache: CacheConfig::default(),
+            create: CreateOptions::default(),
         };
         for opt in self
             .options
@@ -192,6 +196,15 @@ impl MountArgs {
                 "debug" => cfg.log_level = log::LevelFilter::Debug,
                 "fsname" => cfg.fsname = Some(need(value)?),
                 "cache_size" => cfg.cache.capacity = num(value)? << 20,
+                "image_format" => {
+                    cfg.create.format = match need(value)?.as_str() {
+                        "1" => 1,
+                        "2" => 2,
+                        v => return Err(format!("image_format={v}: 1 or 2")),
+                    }
+                }
+                "image_features" => cfg.create.features = Some(parse_features(&need(value)?)?),
+                "object_size" => cfg.create.order = parse_object_size(&need(value)?)?,
                 // mount.fuse3 may pass these through; we are always a FUSE fs.
                 "subtype" | "fstype" => {}
                 k if is_generic_mount_option(k) => {}
@@ -204,6 +217,45 @@ impl MountArgs {
         }
         Ok(cfg)
     }
+}
+
+/// `image_features=`: a number, or feature names joined by `+` (a comma
+/// would end the mount option), e.g. `layering+exclusive-lock`.
+fn parse_features(v: &str) -> Result<u64, String> {
+    if let Ok(n) = v.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut bits = 0;
+    for name in v.split('+') {
+        let bit = (0..64)
+            .map(|b| 1u64 << b)
+            .find(|&bit| crate::format::v2::feature_names(bit) == [name])
+            .ok_or_else(|| format!("image_features: unknown feature '{name}'"))?;
+        bits |= bit;
+    }
+    Ok(bits)
+}
+
+/// `object_size=`: bytes with an optional K/M suffix, a power of two
+/// between 4K and 32M.
+fn parse_object_size(v: &str) -> Result<u8, String> {
+    let (digits, mult) = match v.chars().last() {
+        Some('K' | 'k') => (&v[..v.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&v[..v.len() - 1], 1u64 << 20),
+        _ => (v, 1),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or(format!("object_size={v}: not a size"))?;
+    let order = bytes.trailing_zeros() as u8;
+    if !bytes.is_power_of_two()
+        || !(crate::format::MIN_ORDER..=crate::format::MAX_ORDER).contains(&order)
+    {
+        return Err(format!("object_size={v}: a power of two from 4K to 32M"));
+    }
+    Ok(order)
 }
 
 /// Accepts the mount-helper form by inserting the `mount` subcommand when
@@ -377,6 +429,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
         pool.clone(),
         FsOptions {
             read_only: cfg.read_only,
+            create: cfg.create.clone(),
             uid: cfg.uid,
             gid: cfg.gid,
         },
@@ -504,6 +557,23 @@ mod tests {
     fn rejects_unknown_options() {
         assert!(parse(args(&["rbdfs", "rbd", "/mnt", "-o", "bogus=1"])).is_err());
         assert!(parse(args(&["rbdfs", "rbd", "/mnt", "-o", "rados_timeout=x"])).is_err());
+    }
+
+    #[test]
+    fn create_options() {
+        let c = parse(args(&[
+            "rbdfs",
+            "p",
+            "/m",
+            "-o",
+            "image_format=1,object_size=64K,image_features=layering+striping",
+        ]))
+        .unwrap();
+        assert_eq!(c.create.format, 1);
+        assert_eq!(c.create.order, 16);
+        assert_eq!(c.create.features, Some(3));
+        assert!(parse(args(&["rbdfs", "p", "/m", "-o", "object_size=3M"])).is_err());
+        assert!(parse(args(&["rbdfs", "p", "/m", "-o", "image_features=bogus"])).is_err());
     }
 
     #[test]

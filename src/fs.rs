@@ -14,14 +14,15 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use log::{debug, warn};
 use parking_lot::Mutex;
 
 use crate::format::valid_file_name;
+use crate::image::admin::CreateOptions;
 use crate::image::{Image, ImageError, Seek};
 use crate::pool::Pool;
 use crate::store::{NOSNAP, SnapId, Usage};
@@ -66,6 +67,33 @@ impl Inodes {
         t
     }
 
+    /// After `rbd rename`-ing image `old` to `new`: the kernel keeps the
+    /// inodes it has (the renamed dentry points at the old number), so the
+    /// numbers must follow the names, including the `.snap` tree's.
+    fn rename_image(&mut self, old: &str, new: &str) {
+        let moved: Vec<(Node, Node)> = self
+            .by_node
+            .keys()
+            .filter_map(|n| {
+                let renamed = match n {
+                    Node::Image(i) if i == old => Node::Image(new.to_string()),
+                    Node::SnapDir(i) if i == old => Node::SnapDir(new.to_string()),
+                    Node::Snap(i, s) if i == old => Node::Snap(new.to_string(), s.clone()),
+                    _ => return None,
+                };
+                Some((n.clone(), renamed))
+            })
+            .collect();
+        for (from, to) in moved {
+            if let Some(ino) = self.by_node.remove(&from) {
+                if let Some(stale) = self.by_node.insert(to.clone(), ino) {
+                    self.by_ino.remove(&stale);
+                }
+                self.by_ino.insert(ino, to);
+            }
+        }
+    }
+
     fn ino(&mut self, node: Node) -> u64 {
         if let Some(&ino) = self.by_node.get(&node) {
             return ino;
@@ -82,11 +110,16 @@ impl Inodes {
 struct Handle {
     image: Arc<Image>,
     snap: SnapId,
+    /// Opened by creating the image: writes past the end grow it, so
+    /// `cp`/`dd` into a new name work. Other handles never grow an image.
+    grows: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     pub read_only: bool,
+    /// What images created through the filesystem look like.
+    pub create: CreateOptions,
     pub uid: u32,
     pub gid: u32,
 }
@@ -247,6 +280,53 @@ impl RbdFs {
             .ok_or(Errno::EBADF)
     }
 
+    fn grows(&self, fh: FileHandle) -> bool {
+        self.handles.lock().get(&fh.0).is_some_and(|h| h.grows)
+    }
+
+    /// `touch`/`open(O_CREAT)` in the root: a new, empty image made as
+    /// `rbd create` makes it (format and features from the mount options).
+    fn create_image(&self, name: &OsStr) -> Result<(FileAttr, FileHandle, FopenFlags), Errno> {
+        let name = name_str(name).ok_or(Errno::EINVAL)?;
+        if name == SNAP_DIR {
+            return Err(Errno::EEXIST);
+        }
+        let image = self
+            .pool
+            .create(name, &self.opts.create)
+            .map_err(|e| errno_of(&format!("create {name}"), &e))?;
+        let node = Node::Image(name.to_string());
+        let ino = self.inodes.lock().ino(node.clone());
+        let attr = self.node_attr(ino, &node)?;
+        let fh = self.add_handle_with(image, NOSNAP, true);
+        Ok((
+            attr,
+            fh,
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        ))
+    }
+
+    /// `rm` in the root: the image goes as `rbd rm` takes it. Refused while
+    /// one of its files is open here, or it has snapshots (ENOTEMPTY), or
+    /// another client uses it (EBUSY).
+    fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
+        let name = name_str(name).ok_or(Errno::ENOENT)?;
+        if name == SNAP_DIR {
+            return Err(Errno::EPERM);
+        }
+        if self.is_open(name) {
+            return Err(Errno::EBUSY);
+        }
+        self.pool
+            .remove(name)
+            .map_err(|e| errno_of(&format!("remove {name}"), &e))
+    }
+
+    /// Whether a file of image `name` (head or snapshot) is open.
+    fn is_open(&self, name: &str) -> bool {
+        self.handles.lock().values().any(|h| h.image.name() == name)
+    }
+
     fn flush_handle(&self, fh: FileHandle) -> Result<(), Errno> {
         let (image, snap) = self.handle(fh)?;
         if snap != NOSNAP {
@@ -347,8 +427,14 @@ impl RbdFs {
     }
 
     fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
+        self.add_handle_with(image, snap, false)
+    }
+
+    fn add_handle_with(&self, image: Arc<Image>, snap: SnapId, grows: bool) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, Handle { image, snap });
+        self.handles
+            .lock()
+            .insert(fh, Handle { image, snap, grows });
         FileHandle(fh)
     }
 
@@ -420,9 +506,11 @@ impl Filesystem for RbdFs {
         // Let the kernel keep many requests in flight: async direct I/O
         // (io_submit returns before the reply), background requests
         // (readahead of snapshot files), and mmap of direct-I/O heads.
+        // O_TRUNC arrives as an open flag, not as a truncate to 0 (see open).
         for flag in [
             InitFlags::FUSE_ASYNC_DIO,
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
         ] {
             if config.add_capabilities(flag).is_err() {
                 debug!("kernel lacks FUSE capability {flag:?}");
@@ -486,9 +574,14 @@ impl Filesystem for RbdFs {
             match node {
                 Node::Snap(..) => Err(Errno::EROFS),
                 _ if self.opts.read_only => Err(Errno::EROFS),
-                Node::Image(name) if size.is_some() => {
-                    warn!("image {name}: resizing through the filesystem is not supported yet");
-                    Err(Errno::EOPNOTSUPP)
+                // truncate/ftruncate resize the image as `rbd resize` does.
+                Node::Image(name) if mode.is_none() && uid.is_none() && gid.is_none() => {
+                    let image = self.image(&name)?;
+                    let new_size = size.unwrap_or(attr.size);
+                    image
+                        .resize(new_size)
+                        .map_err(|e| errno_of(&format!("resize {name}"), &e))?;
+                    self.node_attr(ino.0, &Node::Image(name))
                 }
                 _ => Err(Errno::EPERM),
             }
@@ -508,6 +601,12 @@ impl Filesystem for RbdFs {
         let result = (|| {
             match self.node(ino)? {
                 Node::Image(name) => {
+                    if flags.0 & libc::O_TRUNC != 0 {
+                        // An image is a disk, not a log: `dd of=IMG` must
+                        // write into it, not shrink it to nothing first.
+                        // Resizing is `truncate -s`.
+                        debug!("open {name}: O_TRUNC ignored");
+                    }
                     let image = self.image(&name)?;
                     // Opening is where a user expects to see other clients'
                     // changes, so re-read the header.
@@ -577,6 +676,12 @@ impl Filesystem for RbdFs {
         let result = self.handle(fh).and_then(|(image, snap)| {
             if snap != NOSNAP || self.opts.read_only {
                 return Err(Errno::EROFS);
+            }
+            let end = offset.saturating_add(data.len() as u64);
+            if self.grows(fh) && end > image.info().size {
+                image
+                    .resize(end)
+                    .map_err(|e| errno_of(&format!("grow {}", image.name()), &e))?;
             }
             image
                 .write(offset, data)
@@ -687,13 +792,14 @@ impl Filesystem for RbdFs {
         reply: ReplyCreate,
     ) {
         let result = (|| {
-            let Node::SnapDir(image_name) = self.node(parent)? else {
-                // Creating images through the filesystem is not supported yet.
-                return Err(Errno::EPERM);
-            };
             if self.opts.read_only {
                 return Err(Errno::EROFS);
             }
+            let image_name = match self.node(parent)? {
+                Node::SnapDir(image_name) => image_name,
+                Node::Root => return self.create_image(name),
+                _ => return Err(Errno::EPERM),
+            };
             let snap = name.to_str().ok_or(Errno::EINVAL)?;
             let image = self.image(&image_name)?;
             let info = image
@@ -702,10 +808,10 @@ impl Filesystem for RbdFs {
             let node = Node::Snap(image_name, snap.to_string());
             let ino = self.inodes.lock().ino(node);
             let attr = self.attr(ino, FileType::RegularFile, 0o444, info.size);
-            Ok((attr, self.add_handle(image, info.id)))
+            Ok((attr, self.add_handle(image, info.id), FopenFlags::empty()))
         })();
         match result {
-            Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), fh, FopenFlags::empty()),
+            Ok((attr, fh, flags)) => reply.created(&TTL, &attr, Generation(0), fh, flags),
             Err(e) => reply.error(e),
         }
     }
@@ -727,21 +833,59 @@ impl Filesystem for RbdFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let result = (|| {
-            let Node::SnapDir(image_name) = self.node(parent)? else {
-                return Err(if self.opts.read_only {
-                    Errno::EROFS
-                } else {
-                    Errno::EPERM
-                });
-            };
             if self.opts.read_only {
                 return Err(Errno::EROFS);
             }
+            let image_name = match self.node(parent)? {
+                Node::SnapDir(image_name) => image_name,
+                Node::Root => return self.remove_image(name),
+                _ => return Err(Errno::EPERM),
+            };
             let snap = name_str(name).ok_or(Errno::ENOENT)?;
             let image = self.image(&image_name)?;
             image
                 .snap_remove(snap)
                 .map_err(|e| errno_of(&format!("remove snapshot {image_name}@{snap}"), &e))
+        })();
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    /// `mv A B` in the root renames the image as `rbd rename` does. Onto an
+    /// existing name (no replacing images), across directories, or while a
+    /// file of it is open: refused.
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let result = (|| {
+            if self.opts.read_only {
+                return Err(Errno::EROFS);
+            }
+            if self.node(parent)? != Node::Root || self.node(newparent)? != Node::Root {
+                return Err(Errno::EXDEV);
+            }
+            let old = name_str(name).ok_or(Errno::ENOENT)?;
+            let new = name_str(newname).ok_or(Errno::EINVAL)?;
+            if old == SNAP_DIR || new == SNAP_DIR {
+                return Err(Errno::EPERM);
+            }
+            if self.is_open(old) {
+                return Err(Errno::EBUSY);
+            }
+            self.pool
+                .rename(old, new)
+                .map_err(|e| errno_of(&format!("rename {old} to {new}"), &e))?;
+            self.inodes.lock().rename_image(old, new);
+            Ok(())
         })();
         match result {
             Ok(()) => reply.ok(),
@@ -827,8 +971,13 @@ impl Filesystem for RbdFs {
                     .discard(offset, length)
                     .map_err(|e| errno_of(&format!("discard {}", image.name()), &e));
             }
-            if !keep_size && offset.saturating_add(length) > size {
-                return Err(Errno::ENOSPC);
+            // Allocating past the end grows the image, as it grows a file
+            // (`fallocate -l 10G NEW`).
+            let end = offset.saturating_add(length);
+            if !keep_size && end > size {
+                return image
+                    .resize(end)
+                    .map_err(|e| errno_of(&format!("grow {}", image.name()), &e));
             }
             Ok(())
         });

@@ -11,6 +11,7 @@ use crate::cache::Cache;
 use crate::format::tmap::Tmap;
 use crate::format::v2::{decode_dir_list, dir_list_input};
 use crate::format::valid_file_name;
+use crate::image::admin::{self, CreateOptions};
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
 
@@ -167,6 +168,41 @@ impl Pool {
 }
 
 impl Pool {
+    /// Creates image `name` (size 0) and opens it.
+    pub fn create(&self, name: &str, opts: &CreateOptions) -> ImageResult<Arc<Image>> {
+        if self.only.is_some() {
+            return Err(ImageError::ReadOnly {
+                image: name.to_string(),
+                reason: "mounted with --image: no other image can be created".into(),
+            });
+        }
+        admin::create_image(&*self.store, name, 0, opts)?;
+        self.image(name)
+    }
+
+    /// Closes our copy (flush, give back the lock), then removes the image
+    /// as `rbd rm` does. The caller makes sure no file of it is open.
+    pub fn remove(&self, name: &str) -> ImageResult<()> {
+        if let Some(image) = self.open.lock().remove(name) {
+            image.close()?;
+        }
+        admin::remove_image(&*self.store, name)
+    }
+
+    /// Renames an image as `rbd rename` does.
+    pub fn rename(&self, old: &str, new: &str) -> ImageResult<()> {
+        if self.only.is_some() {
+            return Err(ImageError::ReadOnly {
+                image: old.to_string(),
+                reason: "mounted with --image".into(),
+            });
+        }
+        if let Some(image) = self.open.lock().remove(old) {
+            image.close()?;
+        }
+        admin::rename_image(&*self.store, old, new)
+    }
+
     /// Writes back every open image's dirty data and gives back exclusive
     /// locks (unmount).
     pub fn close_all(&self) -> Result<(), ImageError> {

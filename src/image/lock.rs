@@ -468,6 +468,15 @@ impl ExclusiveLock {
         }
     }
 
+    /// Re-reads the head's object map if we hold the lock (after a resize
+    /// changed it on the OSD).
+    pub fn reload_object_map(&self) -> ImageResult<()> {
+        if self.is_owner() && self.with_object_map.load(Ordering::SeqCst) {
+            self.load_object_map()?;
+        }
+        Ok(())
+    }
+
     fn load_object_map(&self) -> ImageResult<()> {
         let raw = self
             .store

@@ -127,6 +127,41 @@ impl Image {
         result
     }
 
+    /// Resizes the image as `rbd resize` does (see [`admin::resize_image`]):
+    /// with every acknowledged write on RADOS first, and holding the
+    /// exclusive lock where the image has one. Snapshots keep their data.
+    pub fn resize(&self, new_size: u64) -> ImageResult<()> {
+        let _gate = self.io_gate.write();
+        self.flush()?;
+        let info = self.refresh()?;
+        if new_size == info.size {
+            return Ok(());
+        }
+        let owned = match &self.core.lock {
+            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
+                Some(lock.owned_guard(self.core.watch_cookie())?)
+            }
+            _ => None,
+        };
+        // Taking the lock may have shown us a newer header.
+        let info = if matches!(owned, Some((_, true))) {
+            self.refresh()?
+        } else {
+            info
+        };
+        let result = admin::resize_image(&*self.core.store, &info, new_size, &info.snapc);
+        if let Some(lock) = &self.core.lock {
+            // object_map_resize changed the map under our in-memory copy.
+            lock.reload_object_map()?;
+        }
+        drop(owned);
+        self.cache.invalidate();
+        self.forget_allocation();
+        self.core.notify_header_update();
+        self.refresh()?;
+        result
+    }
+
     /// Flushes and gives back the exclusive lock (unmount).
     pub fn close(&self) -> ImageResult<()> {
         let flushed = self.flush();
