@@ -106,12 +106,7 @@ impl Image {
     pub fn discard(&self, offset: u64, len: u64) -> ImageResult<()> {
         let _gate = self.io_gate.read();
         let info = self.current_info()?;
-        if let Some(reason) = &info.read_only {
-            return Err(ImageError::ReadOnly {
-                image: self.name().to_string(),
-                reason: reason.clone(),
-            });
-        }
+        self.check_writable(&info)?;
         if offset >= info.size {
             return Ok(());
         }
@@ -137,12 +132,7 @@ impl Image {
         if new_size == info.size {
             return Ok(());
         }
-        let owned = match &self.core.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Some(lock.owned_guard(self.core.watch_cookie())?)
-            }
-            _ => None,
-        };
+        let owned = self.header_owner(&info)?;
         // Taking the lock may have shown us a newer header.
         let info = if matches!(owned, Some((_, true))) {
             self.refresh()?
@@ -229,12 +219,7 @@ impl Image {
     pub fn write(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
         let _gate = self.io_gate.read();
         let info = self.current_info()?;
-        if let Some(reason) = &info.read_only {
-            return Err(ImageError::ReadOnly {
-                image: self.name().to_string(),
-                reason: reason.clone(),
-            });
-        }
+        self.check_writable(&info)?;
         let len = data.len() as u64;
         if offset.checked_add(len).is_none_or(|end| end > info.size) {
             return Err(ImageError::PastEnd {
@@ -255,6 +240,32 @@ impl Image {
     /// The head's allocation changes with writes and discards.
     fn forget_allocation(&self) {
         self.allocated_cache.lock().remove(&crate::store::NOSNAP);
+    }
+
+    /// Refuses changes to an image we may only read.
+    fn check_writable(&self, info: &ImageInfo) -> ImageResult<()> {
+        match &info.read_only {
+            Some(reason) => Err(ImageError::ReadOnly {
+                image: self.name().to_string(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Only the exclusive lock's owner changes the header (snapshots,
+    /// size): takes the lock where the image has one and holds it until the
+    /// guard goes. The flag says it was taken just now.
+    fn header_owner(
+        &self,
+        info: &ImageInfo,
+    ) -> ImageResult<Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>> {
+        match &self.core.lock {
+            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
+                Ok(Some(lock.owned_guard(self.core.watch_cookie())?))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Returns once every acknowledged write of this image is on RADOS, or
@@ -309,19 +320,9 @@ impl Image {
                 snap: snap_name.into(),
             });
         }
-        if let Some(reason) = &info.read_only {
-            return Err(ImageError::ReadOnly {
-                image,
-                reason: reason.clone(),
-            });
-        }
+        self.check_writable(&info)?;
         // With an exclusive lock, only its owner changes the header.
-        let owned = match &self.core.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Some(lock.owned_guard(self.core.watch_cookie())?)
-            }
-            _ => None,
-        };
+        let owned = self.header_owner(&info)?;
         let store = &self.core.store;
         // Another client may record a newer snap id between our allocating
         // one and adding it; the class then refuses ours as stale (ESTALE)
@@ -386,18 +387,8 @@ impl Image {
                 image: image.clone(),
                 snap: snap_name.into(),
             })?;
-        if let Some(reason) = &info.read_only {
-            return Err(ImageError::ReadOnly {
-                image,
-                reason: reason.clone(),
-            });
-        }
-        let owned = match &self.core.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Some(lock.owned_guard(self.core.watch_cookie())?)
-            }
-            _ => None,
-        };
+        self.check_writable(&info)?;
+        let owned = self.header_owner(&info)?;
         let store = &self.core.store;
         let (method, input) = if info.format == 1 {
             let mut input = Encoder::new();

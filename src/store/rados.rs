@@ -331,6 +331,11 @@ impl ObjectStore for RadosPool {
         Ok(buf)
     }
 
+    fn read_full(&self, oid: &str) -> StoreResult<Vec<u8>> {
+        let o = oid_c(oid)?;
+        Ok(self.read_with_version(&self.base, oid, &o)?.0)
+    }
+
     fn write(&self, oid: &str, offset: u64, data: &[u8], snapc: &SnapContext) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
