@@ -8,6 +8,11 @@
 //! `(stripe % spo) * su + o % su` inside that object. Plain images are the
 //! case `su = os, sc = 1`.
 
+/// Smallest stripe unit accepted from a header. librbd only asks that it
+/// divide the object size, but a unit of a few bytes would turn one read
+/// into millions of pieces: hostile, not a layout anyone uses.
+pub const MIN_STRIPE_UNIT: u64 = 512;
+
 /// Largest stripe count accepted from a header (librbd sets no limit, but
 /// a count this high would already mean millions of objects per stripe).
 pub const MAX_STRIPE_COUNT: u64 = 1 << 20;
@@ -49,7 +54,7 @@ impl Layout {
         let object_size = 1u64 << order;
         // An object set (object size × stripe count) must fit in 64 bits
         // with room for offset arithmetic; real images use small counts.
-        if stripe_unit == 0
+        if stripe_unit < MIN_STRIPE_UNIT
             || stripe_count == 0
             || stripe_count > MAX_STRIPE_COUNT
             || stripe_unit > object_size
@@ -244,6 +249,7 @@ mod tests {
     #[test]
     fn rejects_bad_striping() {
         assert!(Layout::striped(22, 0, 1).is_none());
+        assert!(Layout::striped(22, 256, 1).is_none());
         assert!(Layout::striped(22, 3000, 1).is_none());
         assert!(Layout::striped(22, 8 << 20, 1).is_none());
         assert!(Layout::striped(22, 1 << 16, 0).is_none());

@@ -8,7 +8,7 @@
 //! replays a run.
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use rbdfs::format::tmap::Tmap;
@@ -20,19 +20,27 @@ use rbdfs::store::{SnapContext, decode_notify_replies};
 
 /// Records the largest single allocation, so a decoder that trusts a
 /// hostile length is caught even when the allocation would succeed.
+/// Per thread, so that tests running side by side each see their own.
 struct Tracking;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    // try_with: the thread-local may already be gone at thread exit.
+    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+}
 
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        note(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        note(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -146,7 +154,7 @@ fn fuzz(what: &str, corpus: &[Vec<u8>], decode: impl Fn(&[u8])) {
             started.elapsed()
         );
     }
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = LARGEST.with(|l| l.get());
     assert!(
         largest < ALLOCATION_LIMIT,
         "{what}: an allocation of {largest} bytes (RBDFS_FUZZ_SEED={seed:x})"
