@@ -22,6 +22,42 @@ use parking_lot::Mutex;
 use super::*;
 use crate::format::tmap::{ApplyError, Tmap};
 
+/// `struct rados_pool_stat_t` as librados 16 (Pacific) defines it. The
+/// `ceph` crate's copy lacks the last four fields, so librados wrote 32
+/// bytes past it: a stack smash on every `statfs`. Declared here with its
+/// real size, with a binding of our own.
+#[repr(C)]
+#[derive(Default)]
+struct PoolStat {
+    num_bytes: u64,
+    num_kb: u64,
+    num_objects: u64,
+    num_object_clones: u64,
+    num_object_copies: u64,
+    num_objects_missing_on_primary: u64,
+    num_objects_unfound: u64,
+    num_objects_degraded: u64,
+    num_rd: u64,
+    num_rd_kb: u64,
+    num_wr: u64,
+    num_wr_kb: u64,
+    num_user_bytes: u64,
+    compressed_bytes_orig: u64,
+    compressed_bytes: u64,
+    compressed_bytes_alloc: u64,
+}
+
+mod pool_stat_ffi {
+    use super::PoolStat;
+    #[link(name = "rados")]
+    unsafe extern "C" {
+        pub fn rados_ioctx_pool_stat(
+            io: ceph::rados::rados_ioctx_t,
+            stats: *mut PoolStat,
+        ) -> libc::c_int;
+    }
+}
+
 /// How to reach the cluster, following Ceph's conventions.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -392,8 +428,8 @@ impl ObjectStore for RadosPool {
         let mut cluster = Struct_rados_cluster_stat_t::default();
         let rc = unsafe { rados_cluster_stat(self.cluster.handle, &mut cluster) };
         check("cluster_stat", &self.name, rc)?;
-        let mut pool = Struct_rados_pool_stat_t::default();
-        let rc = unsafe { rados_ioctx_pool_stat(self.base.0, &mut pool) };
+        let mut pool = PoolStat::default();
+        let rc = unsafe { pool_stat_ffi::rados_ioctx_pool_stat(self.base.0, &mut pool) };
         check("pool_stat", &self.name, rc)?;
         Ok(Usage {
             total_bytes: cluster.kb.saturating_mul(1024),
