@@ -621,7 +621,8 @@ impl Filesystem for RbdFs {
                     ))
                 }
                 Node::Snap(name, snap) => {
-                    if wants_write {
+                    // O_TRUNC asks to change it, even on a read-only open.
+                    if wants_write || flags.0 & libc::O_TRUNC != 0 {
                         return Err(Errno::EROFS);
                     }
                     let image = self.image(&name)?;
