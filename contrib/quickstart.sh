@@ -29,7 +29,7 @@ fi
 
 say "building rbdfs (release)"
 cargo build --release --quiet
-install -m 0755 target/release/rbdfs /usr/local/bin/rbdfs
+install -m 0755 "${CARGO_TARGET_DIR:-target}/release/rbdfs" /usr/local/bin/rbdfs
 
 say "starting the local cluster in $dir"
 contrib/cluster.sh start "$dir"
