@@ -19,14 +19,22 @@ const STAT_BATCH: usize = 64;
 const MAX_STAT_SCAN: u64 = 4096;
 
 impl ImageCore {
-    /// The object map of the head or a snapshot, when the image keeps one.
-    fn read_object_map(&self, info: &ImageInfo, snap: SnapId) -> Option<ObjectMap> {
-        if info.features & FEATURE_OBJECT_MAP == 0 {
-            return None;
+    /// The object map of the head or a snapshot, when the image keeps one
+    /// (and it decodes). A cluster that does not answer is an error, not a
+    /// reason to ask again object by object.
+    fn read_object_map(&self, info: &ImageInfo, snap: SnapId) -> ImageResult<Option<ObjectMap>> {
+        let Some(id) = info
+            .id
+            .as_deref()
+            .filter(|_| info.features & FEATURE_OBJECT_MAP != 0)
+        else {
+            return Ok(None);
+        };
+        match self.store.read_full(&object_map_object(id, snap)) {
+            Ok(raw) => Ok(ObjectMap::decode(&raw).ok()),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(self.store_err(e)),
         }
-        let id = info.id.as_deref()?;
-        let raw = self.store.read_full(&object_map_object(id, snap)).ok()?;
-        ObjectMap::decode(&raw).ok()
     }
 
     /// Whether each object in `first..end` may hold data at `snap`. A
@@ -42,7 +50,7 @@ impl ImageCore {
         let overlap = info.parent.as_ref().map_or(0, |p| p.overlap_at(snap));
         let object_size = info.layout.object_size;
         let from_parent = |n: u64| n * object_size < overlap;
-        if let Some(map) = self.read_object_map(info, snap) {
+        if let Some(map) = self.read_object_map(info, snap)? {
             return Ok((first..end)
                 .map(|n| from_parent(n) || map.get(n).is_none_or(|s| s.may_exist()))
                 .collect());
