@@ -1,0 +1,739 @@
+//! Durability and fault tolerance:
+//!
+//! - `crash_format1`, `crash_format2_locked`: a writer with periodic fsync,
+//!   rbdfs SIGKILLed at a random moment. Afterwards (`rbd export`, and a
+//!   fresh mount) every fsync'd byte is there and every other byte is either
+//!   its fsync'd value or that of a write issued after the last fsync. On
+//!   format 2 the dead rbdfs still holds the exclusive lock: a new mount
+//!   must break it (after the dead owner's watch expires) and write.
+//! - `osd_faults`: on a private cluster (never the shared one), fio with
+//!   crc32c verification runs while the OSD is stopped/continued, the
+//!   monitor is stopped/continued and the OSD is killed and restarted: no
+//!   verify errors, every job completes. Then, with `-o rados_timeout=10`
+//!   and the OSD stopped, a read and an fsync fail with an errno instead of
+//!   hanging, and the unmount completes.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const ORDER: u8 = 16;
+const OBJ: u64 = 1 << ORDER;
+
+/// Straight to fd 2, so the numbers show even for a passing test.
+fn report(msg: &str) {
+    let _ = writeln!(io::stderr(), "{msg}");
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// All threads' stacks of a hung process (saved to a file; the frames in
+/// rbdfs code returned), for a failure message.
+fn backtrace(pid: u32) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args([
+        "-p",
+        &pid.to_string(),
+        "-batch",
+        "-ex",
+        "thread apply all bt",
+    ]);
+    match run_timeout(&mut cmd, Duration::from_secs(120)) {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let path = std::env::temp_dir().join(format!("rbdfs-{pid}-bt.txt"));
+            let _ = fs::write(&path, &text);
+            let ours: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("Thread ") || l.contains("rbdfs::"))
+                .collect();
+            format!(
+                "gdb backtrace in {}; rbdfs frames:\n{}",
+                path.display(),
+                ours.join("\n")
+            )
+        }
+        Err(e) => format!("(gdb failed: {e})"),
+    }
+}
+
+/// Runs `f` on a thread; None if it has not returned within `limit` (the
+/// thread is then left behind, blocked).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+// ---------------------------------------------------------------------------
+// Crash test
+// ---------------------------------------------------------------------------
+
+const CRASH_SIZE: u64 = 8 * MIB;
+
+/// What the writer did, shared with the test thread: every write is
+/// recorded *before* it is issued (so the one in flight at the kill is
+/// known), `synced` is how many of them the last successful fsync covered.
+#[derive(Default)]
+struct WriterLog {
+    writes: Vec<(u64, Vec<u8>)>,
+    synced: usize,
+    fsyncs: usize,
+    error: Option<String>,
+}
+
+fn writer(path: PathBuf, seed: u64, log: Arc<Mutex<WriterLog>>) {
+    let mut rng = Prng(seed);
+    let f = match OpenOptions::new().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            log.lock().unwrap().error = Some(format!("open: {e}"));
+            return;
+        }
+    };
+    let mut since_sync = 0;
+    let mut sync_every = rng.range(1, 6);
+    loop {
+        let len = match rng.below(3) {
+            0 => rng.range(1, 4 * KIB),
+            1 => rng.range(1, OBJ),
+            _ => rng.range(OBJ, 3 * OBJ),
+        };
+        let off = rng.below(CRASH_SIZE - len + 1);
+        let data = rng.bytes(len);
+        log.lock().unwrap().writes.push((off, data.clone()));
+        if let Err(e) = f.write_all_at(&data, off) {
+            log.lock().unwrap().error = Some(format!("write: {e}"));
+            return;
+        }
+        since_sync += 1;
+        if since_sync == sync_every {
+            let n = log.lock().unwrap().writes.len();
+            if let Err(e) = f.sync_all() {
+                log.lock().unwrap().error = Some(format!("fsync: {e}"));
+                return;
+            }
+            let mut l = log.lock().unwrap();
+            l.synced = n;
+            l.fsyncs += 1;
+            since_sync = 0;
+            sync_every = rng.range(1, 6);
+        }
+    }
+}
+
+/// Checks `got` (the image after the crash) against `base` (before this
+/// round) and the writer's log; returns the first problem.
+fn check_crash(got: &[u8], base: &[u8], log: &WriterLog) -> Result<(), String> {
+    if got.len() != base.len() {
+        return Err(format!("size {} want {}", got.len(), base.len()));
+    }
+    let mut synced = base.to_vec();
+    for (off, data) in &log.writes[..log.synced] {
+        synced[*off as usize..*off as usize + data.len()].copy_from_slice(data);
+    }
+    let pending = &log.writes[log.synced..];
+    for (i, (&g, &s)) in got.iter().zip(&synced).enumerate() {
+        if g == s {
+            continue;
+        }
+        let i64 = i as u64;
+        let explained = pending.iter().any(|(off, data)| {
+            (*off..*off + data.len() as u64).contains(&i64) && data[(i64 - off) as usize] == g
+        });
+        if !explained {
+            let in_synced = log.writes[..log.synced]
+                .iter()
+                .any(|(off, d)| (*off..*off + d.len() as u64).contains(&i64));
+            return Err(format!(
+                "byte {i} is {g:#04x}, want {s:#04x} ({}), and no write after the last fsync wrote {g:#04x} there",
+                if in_synced {
+                    "fsync'd data"
+                } else {
+                    "never written: unchanged"
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn crash_test(test: &str, v2: bool, rounds: usize) {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let mut scratch = Scratch::new(&cluster);
+    let img = scratch.name("crash");
+    let seed = env_seed();
+    report(&format!(
+        "[{test}] seed {seed:#x} (RBDFS_TEST_SEED replays the data and kill times)"
+    ));
+    let mut rng = Prng(seed);
+    let mut disk = rng.bytes(CRASH_SIZE);
+    disk[(40 * OBJ) as usize..(60 * OBJ) as usize].fill(0);
+    if v2 {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&disk).unwrap();
+        let path = f.path().to_str().unwrap().to_string();
+        cluster.rbd(&[
+            "import",
+            "--no-progress",
+            "--object-size",
+            "64K",
+            &path,
+            &spec(&img),
+        ]);
+    } else {
+        cluster.import_v1(&img, &disk, ORDER);
+    }
+    for round in 0..rounds {
+        let mut mount = Mount::new(&cluster, &["-v"]);
+        let log = Arc::new(Mutex::new(WriterLog::default()));
+        let w = {
+            let (path, log, seed) = (mount.path(&img), log.clone(), rng.next());
+            thread::spawn(move || writer(path, seed, log))
+        };
+        let kill_after = Duration::from_millis(rng.range(300, 3000));
+        thread::sleep(kill_after);
+        let st = mount.signal_and_wait(libc::SIGKILL, Duration::from_secs(10));
+        // The writer's next call fails (ENOTCONN) once the connection is gone.
+        if within(Duration::from_secs(30), move || w.join()).is_none() {
+            panic!("[{test}] writer still blocked 30 s after rbdfs was killed");
+        }
+        unmount(mount.dir()).unwrap_or_else(|e| panic!("unmount of the dead mount: {e}"));
+        let rbdfs_log = mount.log();
+        drop(mount);
+        let log = log.lock().unwrap();
+        report(&format!(
+            "[{test}] round {round}: killed after {kill_after:?} ({st}): {} writes, {} fsync'd by {} fsyncs; writer stopped by: {:?}",
+            log.writes.len(),
+            log.synced,
+            log.fsyncs,
+            log.error
+        ));
+        assert!(
+            log.fsyncs > 0,
+            "[{test}] no fsync before the kill (kill after {kill_after:?})\n{rbdfs_log}"
+        );
+        let exported = cluster.export(&img);
+        if let Err(e) = check_crash(&exported, &disk, &log) {
+            panic!(
+                "[{test}] seed {seed:#x} round {round}: rbd export after SIGKILL: {e}\n{}",
+                tail(&rbdfs_log, 60)
+            );
+        }
+        let mount = Mount::new(&cluster, &["-v"]);
+        let read =
+            fs::read(mount.path(&img)).unwrap_or_else(|e| panic!("read: {e}\n{}", mount.log()));
+        assert_bytes_eq(
+            &read,
+            &exported,
+            &format!("[{test}] round {round}: remount vs rbd export"),
+        );
+        drop(mount);
+        disk = exported;
+    }
+
+    // Writing again after the crash. On format 2 the dead rbdfs still owns
+    // the exclusive lock: the new mount has to blocklist and break it,
+    // which librbd allows only once the dead owner's watch has expired.
+    let mount = Mount::new(&cluster, &["-v"]);
+    let (path, data) = (mount.path(&img), rng.bytes(3 * OBJ));
+    let off = rng.below(CRASH_SIZE - data.len() as u64);
+    let t0 = Instant::now();
+    let wrote = within(Duration::from_secs(120), {
+        let data = data.clone();
+        move || {
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.write_all_at(&data, off)?;
+            f.sync_all()
+        }
+    });
+    match wrote {
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!(
+            "[{test}] write after the crash failed: {e}\n{}",
+            mount.log()
+        ),
+        None => panic!(
+            "[{test}] write after the crash still blocked after 120 s\n{}\n{}",
+            backtrace(mount.pid()),
+            tail(&mount.log(), 60)
+        ),
+    }
+    report(&format!(
+        "[{test}] write + fsync after the crash took {:?}",
+        t0.elapsed()
+    ));
+    drop(mount);
+    disk[off as usize..off as usize + data.len()].copy_from_slice(&data);
+    assert_bytes_eq(
+        &cluster.export(&img),
+        &disk,
+        &format!("[{test}] rbd export after writing again"),
+    );
+}
+
+#[test]
+fn crash_format1() {
+    crash_test("crash_format1", false, 3);
+}
+
+#[test]
+fn crash_format2_locked() {
+    crash_test("crash_format2_locked", true, 1);
+}
+
+// ---------------------------------------------------------------------------
+// Private cluster, mount and the OSD fault test
+// ---------------------------------------------------------------------------
+
+const CLUSTER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/cluster.sh");
+
+/// A throwaway cluster of our own (contrib/cluster.sh), destroyed on drop:
+/// stopping daemons of the shared cluster would break parallel tests.
+struct OwnCluster {
+    ctl: Ctl,
+}
+
+/// Handle on the private cluster's daemons (for the fault thread; only
+/// the `OwnCluster` guard destroys it, even when the test panics).
+#[derive(Clone)]
+struct Ctl {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl OwnCluster {
+    /// None (SKIPPED) if no cluster can be made, a panic under CI=true.
+    fn start(test: &str) -> Option<OwnCluster> {
+        let dir = PathBuf::from(format!("/var/tmp/rbdfs-faults-{}", std::process::id()));
+        let mut why = String::from("ceph-mon not installed");
+        if Command::new("ceph-mon").arg("--version").output().is_ok() {
+            // The script refuses a mon port in use: try a few bases.
+            for attempt in 0..4u32 {
+                let port = 44789 + ((std::process::id() + attempt * 7) % 40) * 50;
+                let mut cmd = Command::new(CLUSTER_SH);
+                cmd.arg("start")
+                    .arg(&dir)
+                    .env("RBDFS_CLUSTER_PORT", port.to_string());
+                match run_timeout(&mut cmd, Duration::from_secs(300)) {
+                    Ok(o) if o.status.success() => {
+                        let ctl = Ctl {
+                            conf: dir.join("ceph.conf"),
+                            dir,
+                        };
+                        return Some(OwnCluster { ctl });
+                    }
+                    Ok(o) => why = String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => why = e,
+                }
+                let _ = Command::new(CLUSTER_SH).arg("destroy").arg(&dir).output();
+                if !why.contains("already in use") {
+                    break;
+                }
+            }
+        }
+        if ci() {
+            panic!(
+                "[{test}] cannot start a private cluster in {}: {why}",
+                dir.display()
+            );
+        }
+        report(&format!(
+            "\n*** [{test}] SKIPPED: cannot start a private cluster: {why}\n"
+        ));
+        None
+    }
+}
+
+impl Ctl {
+    fn rbd(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("rbd");
+        cmd.arg("-c").arg(&self.conf).args(args);
+        let o = run_timeout(&mut cmd, Duration::from_secs(180)).unwrap();
+        assert!(
+            o.status.success(),
+            "rbd {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    fn pid(&self, daemon: &str) -> i32 {
+        let p = self.dir.join(format!("run/{daemon}.pid"));
+        fs::read_to_string(&p).unwrap().trim().parse().unwrap()
+    }
+
+    fn signal(&self, daemon: &str, sig: i32) {
+        assert_eq!(
+            unsafe { libc::kill(self.pid(daemon), sig) },
+            0,
+            "kill {daemon}"
+        );
+    }
+
+    /// SIGKILL the OSD, wait until it is gone, then start it again from its
+    /// data (cluster.sh waits until I/O works).
+    fn kill_and_restart_osd(&self) -> Duration {
+        let pid = self.pid("osd.0");
+        self.signal("osd.0", libc::SIGKILL);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(Duration::from_secs(3));
+        let t0 = Instant::now();
+        let mut cmd = Command::new(CLUSTER_SH);
+        cmd.arg("start").arg(&self.dir);
+        let o = run_timeout(&mut cmd, Duration::from_secs(300)).unwrap();
+        assert!(
+            o.status.success(),
+            "OSD restart: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        t0.elapsed()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let dir = &self.ctl.dir;
+        // A stopped daemon would only take SIGTERM after 30 s of waiting.
+        for d in ["osd.0", "mon.a"] {
+            if let Ok(pid) = fs::read_to_string(dir.join(format!("run/{d}.pid")))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        }
+        let mut cmd = Command::new(CLUSTER_SH);
+        cmd.arg("destroy").arg(dir);
+        if let Err(e) = run_timeout(&mut cmd, Duration::from_secs(120)) {
+            eprintln!("warning: could not destroy {}: {e}", dir.display());
+        }
+    }
+}
+
+/// A foreground rbdfs on a cluster the harness's `Mount` cannot name;
+/// the caller decides what a clean end is (`finish`).
+struct RawMount {
+    child: Option<Child>,
+    dir: MountDir,
+}
+
+impl RawMount {
+    fn new(conf: &Path, extra: &[&str]) -> RawMount {
+        let dir = MountDir::new();
+        let mut args: Vec<String> = vec!["mount".into(), "-f".into(), "-v".into(), "-c".into()];
+        args.push(conf.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["rbd".to_string(), dir.mnt.to_str().unwrap().to_string()]);
+        let mut child = spawn_rbdfs(&args, &dir.log, true);
+        let t0 = Instant::now();
+        while !is_fuse_mounted(&dir.mnt) {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "rbdfs exited before mounting ({st})\n{}",
+                    log_text(&dir.log)
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "not mounted\n{}",
+                log_text(&dir.log)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        RawMount {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.mnt.join(name)
+    }
+
+    fn log(&self) -> String {
+        log_text(&self.dir.log)
+    }
+
+    /// `fusermount3 -u`, then rbdfs's exit; Err if either takes longer
+    /// than `limit`.
+    fn finish(&mut self, limit: Duration) -> Result<ExitStatus, String> {
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-u").arg(&self.dir.mnt);
+        let o = run_timeout(&mut cmd, limit)?;
+        if !o.status.success() {
+            return Err(format!(
+                "fusermount3 -u: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let child = self.child.as_mut().unwrap();
+        let st = wait_timeout(child, limit)
+            .ok_or(format!("rbdfs still running {limit:?} after the unmount"))?;
+        self.child = None;
+        Ok(st)
+    }
+}
+
+impl Drop for RawMount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = unmount(&self.dir.mnt);
+            if wait_timeout(&mut child, Duration::from_secs(15)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// One fio run with crc32c verification: 3 jobs on disjoint 48 MiB
+/// regions of the image (overlapping jobs would overwrite each other's
+/// verify headers).
+fn run_fio(file: &Path) -> Result<String, String> {
+    let mut cmd = Command::new("fio");
+    cmd.arg("--name=v")
+        .arg(format!("--filename={}", file.display()))
+        .args([
+            "--direct=1",
+            "--ioengine=libaio",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+        ])
+        .args([
+            "--numjobs=3",
+            "--size=48M",
+            "--offset_increment=48M",
+            "--group_reporting",
+        ])
+        .args([
+            "--verify=crc32c",
+            "--verify_fatal=1",
+            "--do_verify=1",
+            "--verify_state_save=0",
+        ]);
+    let o = run_timeout(&mut cmd, Duration::from_secs(900))?;
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let errs = text
+        .lines()
+        .any(|l| l.contains("err=") && !l.contains("err= 0"));
+    if !o.status.success() || errs || text.contains("verify:") || text.contains("bad magic") {
+        return Err(format!("fio failed ({}):\n{text}", o.status));
+    }
+    Ok(text)
+}
+
+#[test]
+fn osd_faults() {
+    if Command::new("fio").arg("--version").output().is_err() {
+        assert!(!ci(), "fio is not installed; CI=true makes this fatal");
+        report("\n*** [osd_faults] SKIPPED: fio is not installed\n");
+        return;
+    }
+    let Some(guard) = OwnCluster::start("osd_faults") else {
+        return;
+    };
+    let cluster = &guard.ctl;
+    let t_start = Instant::now();
+    cluster.rbd(&["create", "--size", "192M", "rbd/faults"]);
+    let mut mount = RawMount::new(&cluster.conf, &[]);
+    let img = mount.path("faults");
+
+    // Faults on a schedule while fio runs back to back: stop/continue
+    // (I/O must wait, then resume), monitor stop, and real OSD restarts.
+    let schedule = {
+        let c = cluster.clone();
+        thread::spawn(move || {
+            let mut events = Vec::new();
+            let pause = |s| thread::sleep(Duration::from_secs(s));
+            pause(5);
+            for (daemon, secs) in [("osd.0", 5), ("mon.a", 8), ("osd.0", 15)] {
+                c.signal(daemon, libc::SIGSTOP);
+                pause(secs);
+                c.signal(daemon, libc::SIGCONT);
+                events.push(format!("SIGSTOP {daemon} for {secs} s"));
+                pause(4);
+            }
+            for _ in 0..2 {
+                let took = c.kill_and_restart_osd();
+                events.push(format!("SIGKILL osd.0 + restart ({took:.1?})"));
+                pause(4);
+            }
+            events
+        })
+    };
+    let mut runs = 0;
+    while !schedule.is_finished() || runs == 0 {
+        let t0 = Instant::now();
+        if let Err(e) = run_fio(&img) {
+            let bt = if mount.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+                backtrace(mount.child.as_ref().unwrap().id())
+            } else {
+                "rbdfs is gone".into()
+            };
+            panic!(
+                "fio run {runs} under faults: {e}\n{bt}\n{}",
+                tail(&mount.log(), 80)
+            );
+        }
+        runs += 1;
+        report(&format!(
+            "[osd_faults] fio run {runs} passed in {:.1?}",
+            t0.elapsed()
+        ));
+    }
+    let events = schedule.join().unwrap();
+    report(&format!("[osd_faults] faults: {}", events.join(", ")));
+    // A clean pass after the last restart: everything verifies.
+    run_fio(&img)
+        .unwrap_or_else(|e| panic!("fio after the faults: {e}\n{}", tail(&mount.log(), 80)));
+    match mount.finish(Duration::from_secs(60)) {
+        Ok(st) if st.success() => {}
+        r => panic!("unmount after the fio runs: {r:?}\n{}", mount.log()),
+    }
+
+    // The OSD stays stopped past rados_timeout: calls fail, nothing hangs.
+    let mut mount = RawMount::new(&cluster.conf, &["-o", "rados_timeout=10"]);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mount.path("faults"))
+        .unwrap();
+    read_full_at(&f, 0, 4096)
+        .unwrap_or_else(|e| panic!("read before the stop: {e}\n{}", mount.log()));
+    cluster.signal("osd.0", libc::SIGSTOP);
+    // On the handle opened before: a read of another object (not cached),
+    // then a write and an fsync (the write may only fill the cache, after
+    // taking the exclusive lock; then the fsync must report the failed
+    // write-back). Then a fresh open, which refreshes the header.
+    let f = Arc::new(f);
+    let path = mount.path("faults");
+    type Step = (&'static str, Duration, Option<io::Error>);
+    let probes = within(Duration::from_secs(200), move || {
+        let mut steps: Vec<Step> = Vec::new();
+        let mut step = |name, r: &dyn Fn() -> io::Result<()>| {
+            let t = Instant::now();
+            let e = r().err();
+            steps.push((name, t.elapsed(), e));
+        };
+        step("read", &|| read_full_at(&f, 100 * MIB, 4096).map(drop));
+        step("write", &|| f.write_all_at(&[7; 4096], 50 * MIB));
+        step("fsync", &|| f.sync_all());
+        step("open", &|| File::open(&path).map(drop));
+        steps
+    });
+    let t0 = Instant::now();
+    let finished = mount.finish(Duration::from_secs(60));
+    let umount_took = t0.elapsed();
+    cluster.signal("osd.0", libc::SIGCONT);
+    let log = mount.log();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    report(&format!(
+        "[osd_faults] OSD stopped, rados_timeout=10: {probes:?}; unmount -> {finished:?} after {umount_took:.1?}\n\
+         rbdfs warnings/errors:\n{}",
+        problems.join("\n")
+    ));
+    let Some(steps) = probes else {
+        panic!("I/O with the OSD stopped still blocked after 200 s\n{log}");
+    };
+    let timed_out = |e: &Option<io::Error>| {
+        e.as_ref()
+            .and_then(|e| e.raw_os_error())
+            .is_some_and(|c| c == libc::EIO || c == libc::ETIMEDOUT)
+    };
+    for (name, took, _) in &steps {
+        // A call may wait for a few RADOS operations to time out in turn.
+        assert!(
+            *took < Duration::from_secs(45),
+            "{name} took {took:?}\n{log}"
+        );
+    }
+    assert!(
+        timed_out(&steps[0].2),
+        "read with the OSD stopped: {:?}\n{log}",
+        steps[0]
+    );
+    assert!(
+        timed_out(&steps[1].2) || timed_out(&steps[2].2),
+        "write+fsync with the OSD stopped: {:?}\n{log}",
+        &steps[1..3]
+    );
+    if let Err(e) = finished {
+        panic!("unmount with the OSD stopped: {e}\n{log}");
+    }
+    report(&format!("[osd_faults] passed in {:.1?}", t_start.elapsed()));
+}
+
+// ---------------------------------------------------------------------------
+// Seeds
+// ---------------------------------------------------------------------------
+
+/// SplitMix64 with a seed we can print and replay (`RBDFS_TEST_SEED`).
+struct Prng(u64);
+
+impl Prng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() as u128 * n as u128) >> 64) as u64
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    fn bytes(&mut self, n: u64) -> Vec<u8> {
+        let mut v = vec![0u8; n as usize];
+        for chunk in v.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next().to_le_bytes()[..chunk.len()]);
+        }
+        v
+    }
+}
+
+fn env_seed() -> u64 {
+    match std::env::var("RBDFS_TEST_SEED") {
+        Ok(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => s.parse(),
+            }
+            .expect("RBDFS_TEST_SEED must be an integer")
+        }
+        Err(_) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+        }
+    }
+}
