@@ -44,17 +44,9 @@ pub const WRITE_FEATURES: u64 = FEATURE_LAYERING
     | FEATURE_DEEP_FLATTEN;
 
 /// Op features (under the `operations` feature) whose meaning for a
-/// writer we know: clone-parent, clone-child, group, snap-trash.
-const KNOWN_OP_FEATURES: u64 = 0xf;
-
-fn decode_u64_reply(reply: &[u8], what: &'static str) -> Result<u64, FormatError> {
-    let mut d = crate::format::decode::Decoder::new(reply, what);
-    let v = d.u64()?;
-    if !d.is_empty() {
-        return Err(FormatError::invalid(what, "trailing bytes"));
-    }
-    Ok(v)
-}
+/// writer we know.
+const KNOWN_OP_FEATURES: u64 =
+    OP_FEATURE_CLONE_PARENT | OP_FEATURE_CLONE_CHILD | OP_FEATURE_GROUP | OP_FEATURE_SNAP_TRASH;
 
 fn store_err(name: &str, e: StoreError) -> ImageError {
     ImageError::Store {
