@@ -61,7 +61,10 @@ pub struct MountArgs {
     verbose: u8,
     /// Mount options, comma-separated: conf=FILE, id=ID, keyring=FILE, image=NAME,
     /// ro, rw, allow_other, allow_root, default_permissions, uid=N, gid=N,
-    /// rados_timeout=SECONDS (default 60), cache_size=MiB (default 64), log_file=PATH, debug, fsname=NAME.
+    /// rados_timeout=SECONDS (default 60), log_file=PATH, debug, fsname=NAME;
+    /// cache: cache_size=MiB (default 64, 0 = off), cache_max_dirty=MiB (default 3/8 of the size),
+    /// cache_max_dirty_age=SECONDS (default 1), cache_prefetch=MiB (default size/4, at most 64; 0 = off),
+    /// cache_workers=N (I/O threads, default 16).
     /// Generic mount(8) options (defaults, _netdev, nofail, noatime, ...) are accepted and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
@@ -174,6 +177,11 @@ impl MountArgs {
                 v.map(str::to_string)
                     .ok_or(format!("mount option {key} needs a value"))
             };
+            let mib = |n: u64| -> Result<u64, String> {
+                n.checked_mul(1 << 20)
+                    .filter(|&b| b <= 1 << 50)
+                    .ok_or_else(|| format!("mount option {key}: {n} MiB is too large"))
+            };
             let num = |v: Option<&str>| -> Result<u64, String> {
                 need(v)?
                     .parse()
@@ -195,7 +203,23 @@ impl MountArgs {
                 "log_file" => cfg.log_file = Some(need(value)?.into()),
                 "debug" => cfg.log_level = log::LevelFilter::Debug,
                 "fsname" => cfg.fsname = Some(need(value)?),
-                "cache_size" => cfg.cache.capacity = num(value)? << 20,
+                "cache_size" => cfg.cache.capacity = mib(num(value)?)?,
+                "cache_max_dirty" => cfg.cache.max_dirty = Some(mib(num(value)?)?),
+                "cache_max_dirty_age" => {
+                    let secs: f64 = need(value)?
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
+                        .ok_or_else(|| format!("{key}: seconds, 0 to 3600"))?;
+                    cfg.cache.max_dirty_age = std::time::Duration::from_secs_f64(secs);
+                }
+                "cache_prefetch" => cfg.cache.max_prefetch = Some(mib(num(value)?)?),
+                "cache_workers" => {
+                    cfg.cache.workers = match num(value)? {
+                        n @ 1..=256 => n as usize,
+                        _ => return Err(format!("{key}: 1 to 256 threads")),
+                    }
+                }
                 "image_format" => {
                     cfg.create.format = match need(value)?.as_str() {
                         "1" => 1,
@@ -590,5 +614,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.connect.timeout_secs, 5);
         assert!(c.foreground);
+    }
+
+    #[test]
+    fn cache_options() {
+        let c = parse(args(&[
+            "rbdfs",
+            "p",
+            "/m",
+            "-o",
+            "cache_size=256,cache_max_dirty=32,cache_max_dirty_age=0.5,cache_prefetch=0,cache_workers=4",
+        ]))
+        .unwrap();
+        assert_eq!(c.cache.capacity, 256 << 20);
+        assert_eq!(c.cache.max_dirty, Some(32 << 20));
+        assert_eq!(c.cache.max_dirty_age, std::time::Duration::from_millis(500));
+        assert_eq!(c.cache.max_prefetch, Some(0));
+        assert_eq!(c.cache.workers, 4);
+        assert_eq!(c.cache.prefetch_limit(), 0);
+        for bad in [
+            "cache_size=-1",
+            "cache_size=99999999999999999",
+            "cache_max_dirty_age=nan",
+            "cache_max_dirty_age=-1",
+            "cache_workers=0",
+            "cache_workers=1000",
+        ] {
+            assert!(
+                parse(args(&["rbdfs", "p", "/m", "-o", bad])).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -332,9 +332,37 @@ impl RbdFs {
         if snap != NOSNAP {
             return Ok(());
         }
-        image
-            .flush()
-            .map_err(|e| errno_of(&format!("flush {}", image.name()), &e))
+        image.flush().map_err(|e| {
+            // As the kernel reports failed write-back of dirty pages: EIO,
+            // except for a full pool or quota, which the user can act on.
+            match errno_of(&format!("flush {}", image.name()), &e) {
+                e if e == Errno::ENOSPC || e == Errno::EDQUOT => e,
+                _ => Errno::EIO,
+            }
+        })
+    }
+
+    /// The cache's counters, for operators (`getfattr -n user.rbdfs.cache
+    /// MOUNTPOINT`) and for tests that check its bounds.
+    fn cache_report(&self) -> String {
+        let s = self.pool.cache_stats();
+        format!(
+            "capacity={} clean={} dirty={} reserved={} writing={} peak={} hits={} joined={} \
+             misses={} prefetched={} written_back={} writeback_errors={} dirty_waits={}",
+            s.capacity,
+            s.clean_bytes,
+            s.dirty_bytes,
+            s.reserved_bytes,
+            s.writing_bytes,
+            s.peak_bytes,
+            s.hits,
+            s.joined,
+            s.misses,
+            s.prefetched_bytes,
+            s.written_back_bytes,
+            s.writeback_errors,
+            s.dirty_waits
+        )
     }
 
     /// `user.rbd.*` attributes: what `rbd info` says about the image.
@@ -342,6 +370,7 @@ impl RbdFs {
         let (name, snap) = match node {
             Node::Image(name) => (name, None),
             Node::Snap(name, snap) => (name, Some(snap)),
+            Node::Root => return Ok(vec![("user.rbdfs.cache", self.cache_report())]),
             _ => return Ok(Vec::new()),
         };
         let info = self.image(name)?.info();

@@ -1,3 +1,4 @@
 fn main() {
+    rbdfs::cache::tune_allocator();
     std::process::exit(rbdfs::cli::main());
 }

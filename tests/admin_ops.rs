@@ -17,7 +17,7 @@ use rbdfs::format::v2::{
 };
 use rbdfs::image::ImageError;
 use rbdfs::image::admin::*;
-use rbdfs::store::rados::{ConnectOptions, RadosCluster, RadosPool};
+use rbdfs::store::rados::{RadosCluster, RadosPool};
 use rbdfs::store::{
     NotifyReplies, ObjectStore, SnapContext, SnapId, StoreError, StoreResult, Usage, WatchCallback,
     WatchGuard,
@@ -183,21 +183,10 @@ impl JsonParser<'_> {
 // Fixtures
 // ---------------------------------------------------------------------------
 
-fn connect(cluster: &Cluster) -> (Arc<RadosCluster>, Arc<RadosPool>) {
-    let rados = RadosCluster::connect(&ConnectOptions {
-        conf: Some(cluster.conf().to_path_buf()),
-        timeout_secs: 30,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("cluster answers the CLI but not librados: {e}"));
-    let pool = rados.open_pool(POOL).expect("open pool rbd");
-    (rados, Arc::new(pool))
-}
-
 /// One librados client shared by the tests of this binary.
 fn store(cluster: &Cluster) -> Arc<RadosPool> {
     static STORE: OnceLock<(Arc<RadosCluster>, Arc<RadosPool>)> = OnceLock::new();
-    STORE.get_or_init(|| connect(cluster)).1.clone()
+    STORE.get_or_init(|| cluster.librados()).1.clone()
 }
 
 fn env() -> Option<(Cluster, Arc<RadosPool>)> {
@@ -229,7 +218,7 @@ fn omap_keys(cluster: &Cluster, oid: &str) -> BTreeSet<String> {
 
 fn pool_id(cluster: &Cluster, pool: &str) -> i64 {
     static RADOS: OnceLock<(Arc<RadosCluster>, Arc<RadosPool>)> = OnceLock::new();
-    let (rados, _) = RADOS.get_or_init(|| connect(cluster));
+    let (rados, _) = RADOS.get_or_init(|| cluster.librados());
     rados
         .open_pool(pool)
         .unwrap_or_else(|e| panic!("open pool {pool}: {e}"))
@@ -1075,7 +1064,7 @@ fn remove_refuses_busy_or_snapshotted_images() {
     }
 
     // Another client watching the header.
-    let (_rados2, s2) = connect(&cluster);
+    let (_rados2, s2) = cluster.librados();
     for name in [&v2name, &v1name] {
         let info = image_info(&*s, name).unwrap();
         let watch = s2
@@ -1486,7 +1475,7 @@ fn resize_needs_the_exclusive_lock() {
         libc::EBUSY
     );
     // Held by another client: still refused.
-    let (_r2, s2) = connect(&cluster);
+    let (_r2, s2) = cluster.librados();
     let cookie = rbd_lock_cookie(99);
     s2.exec(
         &info.header_oid,

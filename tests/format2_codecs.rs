@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Cluster, POOL, run_timeout, spec, unique_name, wait_timeout};
 use rbdfs::format::v2::*;
-use rbdfs::store::rados::{ConnectOptions, RadosCluster, RadosPool};
+use rbdfs::store::rados::{RadosCluster, RadosPool};
 use rbdfs::store::{NOSNAP, ObjectStore, SnapContext, StoreError, WatchEvent};
 
 const MIB: u64 = 1 << 20;
@@ -203,18 +203,12 @@ fn json_parser_sanity() {
 struct Env {
     cluster: Cluster,
     rados: Arc<RadosCluster>,
-    pool: RadosPool,
+    pool: Arc<RadosPool>,
 }
 
 fn env() -> Option<Env> {
     let cluster = Cluster::get()?;
-    let rados = RadosCluster::connect(&ConnectOptions {
-        conf: Some(cluster.conf().to_path_buf()),
-        timeout_secs: 30,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("cluster answers the CLI but not librados: {e}"));
-    let pool = rados.open_pool(POOL).expect("open pool rbd");
+    let (rados, pool) = cluster.librados();
     Some(Env {
         cluster,
         rados,

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -220,33 +219,6 @@ fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-fn cstr(s: &[u8]) -> CString {
-    CString::new(s).unwrap()
-}
-
-/// getxattr (`name`) or listxattr (None): size query, then the value.
-fn xattr(p: &Path, name: Option<&str>) -> io::Result<Vec<u8>> {
-    let (cp, cn) = (
-        cstr(p.as_os_str().as_bytes()),
-        cstr(name.unwrap_or("").as_bytes()),
-    );
-    let call = |buf: &mut [u8]| unsafe {
-        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
-        match name {
-            Some(_) => libc::getxattr(cp.as_ptr(), cn.as_ptr(), ptr.cast(), len),
-            None => libc::listxattr(cp.as_ptr(), ptr.cast(), len),
-        }
-    };
-    let n = call(&mut []);
-    let mut buf = vec![0u8; n.max(0) as usize];
-    let m = if n < 0 { n } else { call(&mut buf) };
-    if m < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(m as usize);
-    Ok(buf)
 }
 
 /// Retries `check` until Ok or `limit` passes.

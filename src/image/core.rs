@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::{debug, warn};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+/// Held while an object write is in flight (see `admit_write`); the flag
+/// says the exclusive lock was taken just now.
+type WriteAdmission<'a> = (RwLockReadGuard<'a, ()>, bool);
 
 use super::header::{self, HeaderRef};
 use super::info::{ImageError, ImageInfo, ImageResult};
@@ -330,28 +334,7 @@ impl ObjectIo for ImageCore {
     }
 
     fn write_object(&self, object_no: u64, offset: u64, data: &[u8]) -> ImageResult<()> {
-        // The newest snap context: a write must never carry an older one
-        // than the snapshots that exist, or the OSD skips preserving them.
-        let info = self.current_info()?;
-        if let Some(reason) = &info.read_only {
-            return Err(ImageError::ReadOnly {
-                image: self.name.clone(),
-                reason: reason.clone(),
-            });
-        }
-        // Held until the write is done, so a lock handover waits for it.
-        let _lock = match &self.lock {
-            Some(lock) if info.features & FEATURE_EXCLUSIVE_LOCK != 0 => {
-                let (guard, acquired) = lock.write_guard(self.watch_cookie(), object_no)?;
-                Some((guard, acquired))
-            }
-            _ => None,
-        };
-        let info = match &_lock {
-            // The previous owner may have changed the header (snapshots!).
-            Some((_, true)) => self.refresh()?,
-            _ => info,
-        };
+        let (info, _admitted) = self.admit_write(object_no)?;
         let oid = info.data_object(object_no);
         if info.parent.is_some() && !self.copied_up.lock().contains(&object_no) {
             // One copy-up per object at a time: with striping, one request
@@ -365,6 +348,28 @@ impl ObjectIo for ImageCore {
         self.data_store
             .write(&oid, offset, data, &info.snapc)
             .map_err(|e| self.store_err(e))
+    }
+
+    fn write_object_extents(&self, object_no: u64, extents: &[(u64, &[u8])]) -> ImageResult<()> {
+        if self.info().parent.is_some() && !self.copied_up.lock().contains(&object_no) {
+            // A clone's object that still needs its copy-up: extent by extent.
+            return extents
+                .iter()
+                .try_for_each(|&(offset, data)| self.write_object(object_no, offset, data));
+        }
+        let (info, _admitted) = self.admit_write(object_no)?;
+        let oid = info.data_object(object_no);
+        self.data_store
+            .write_extents(&oid, extents, &info.snapc)
+            .map_err(|e| self.store_err(e))
+    }
+
+    fn cache_head(&self) -> bool {
+        // Without the exclusive lock, another client may be writing.
+        match &self.lock {
+            Some(lock) if self.info().features & FEATURE_EXCLUSIVE_LOCK != 0 => lock.is_owner(),
+            _ => true,
+        }
     }
 
     fn layout(&self) -> Layout {
@@ -381,6 +386,36 @@ impl ObjectIo for ImageCore {
 }
 
 impl ImageCore {
+    /// Everything an object write needs before it goes out: the newest
+    /// header (a write must never carry an older snap context than the
+    /// snapshots that exist, or the OSD skips preserving them), a writable
+    /// image, and the exclusive lock where the image has one. The guard
+    /// must be held until the write is done, so a lock handover waits.
+    fn admit_write(
+        &self,
+        object_no: u64,
+    ) -> ImageResult<(Arc<ImageInfo>, Option<WriteAdmission<'_>>)> {
+        let info = self.current_info()?;
+        if let Some(reason) = &info.read_only {
+            return Err(ImageError::ReadOnly {
+                image: self.name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let admission = match &self.lock {
+            Some(lock) if info.features & FEATURE_EXCLUSIVE_LOCK != 0 => {
+                Some(lock.write_guard(self.watch_cookie(), object_no)?)
+            }
+            _ => None,
+        };
+        let info = match &admission {
+            // The previous owner may have changed the header (snapshots!).
+            Some((_, true)) => self.refresh()?,
+            _ => info,
+        };
+        Ok((info, admission))
+    }
+
     /// First write to a clone's object that still shows the parent: write
     /// the parent's bytes for the whole object with ours on top, in one
     /// write, so the object never holds a mix of zeros and new data.

@@ -33,8 +33,15 @@ enum State {
     Releasing,
 }
 
-/// Flushes the image's cache before the lock is handed over.
-pub type FlushHook = Box<dyn Fn() -> ImageResult<()> + Send + Sync>;
+/// What the image's cache does around a lock handover.
+pub trait HandoverHooks: Send + Sync {
+    /// Before the lock goes: every acknowledged write goes to RADOS. A
+    /// failure is logged here and stays recorded for the next fsync.
+    fn before_release(&self) -> ImageResult<()>;
+    /// After it went: another client may write now, so clean data we hold
+    /// of the head can go stale and is dropped.
+    fn after_release(&self);
+}
 
 pub struct ExclusiveLock {
     store: Arc<dyn ObjectStore>,
@@ -51,7 +58,7 @@ pub struct ExclusiveLock {
     /// One acquirer at a time.
     acquiring: Mutex<()>,
     object_map: Mutex<Option<ObjectMap>>,
-    flush_hook: Mutex<Option<FlushHook>>,
+    hooks: Mutex<Option<Box<dyn HandoverHooks>>>,
     /// When we last released the lock because another client asked.
     handed_over_at: Mutex<Option<Instant>>,
 }
@@ -75,13 +82,13 @@ impl ExclusiveLock {
             in_flight: RwLock::new(()),
             acquiring: Mutex::new(()),
             object_map: Mutex::new(None),
-            flush_hook: Mutex::new(None),
+            hooks: Mutex::new(None),
             handed_over_at: Mutex::new(None),
         }
     }
 
-    pub fn set_flush_hook(&self, hook: FlushHook) {
-        *self.flush_hook.lock() = Some(hook);
+    pub fn set_hooks(&self, hooks: Box<dyn HandoverHooks>) {
+        *self.hooks.lock() = Some(hooks);
     }
 
     /// Follows a feature change seen at refresh: with object-map newly
@@ -348,7 +355,7 @@ impl ExclusiveLock {
             State::Locked(c) => c.clone(),
             _ => return Ok(()),
         };
-        if let Some(Err(e)) = self.flush_hook.lock().as_ref().map(|hook| hook()) {
+        if let Some(Err(e)) = self.hooks.lock().as_ref().map(|h| h.before_release()) {
             warn!(
                 "image {}: flush before releasing the lock failed: {e}",
                 self.image
@@ -364,6 +371,14 @@ impl ExclusiveLock {
             &unlock_input(RBD_LOCK_NAME, &cookie),
         );
         *self.state.lock() = State::Unlocked;
+        if let Some(hooks) = self.hooks.lock().as_ref() {
+            hooks.after_release();
+        }
+        // The grace before asking the lock back runs from here: a release
+        // that flushed a lot must not eat it.
+        if self.handed_over_at.lock().is_some() {
+            *self.handed_over_at.lock() = Some(Instant::now());
+        }
         drop(quiesced);
         self.changed.notify_all();
         if let Some(handle) = parse_rbd_lock_cookie(&cookie) {

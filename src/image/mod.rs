@@ -46,6 +46,25 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// Around a lock handover: what we acknowledged goes out before, and
+/// what we cached of the head is forgotten after (others write now).
+struct CacheHandover(std::sync::Weak<Image>);
+
+impl lock::HandoverHooks for CacheHandover {
+    fn before_release(&self) -> ImageResult<()> {
+        match self.0.upgrade() {
+            Some(image) => image.write_back(),
+            None => Ok(()),
+        }
+    }
+
+    fn after_release(&self) {
+        if let Some(image) = self.0.upgrade() {
+            image.cache.invalidate();
+        }
+    }
+}
+
 impl Image {
     pub fn open(
         store: Arc<dyn ObjectStore>,
@@ -61,12 +80,7 @@ impl Image {
             allocated_cache: Default::default(),
         });
         if let Some(lock) = &image.core.lock {
-            // Before handing the lock over, what we acknowledged goes out.
-            let weak = Arc::downgrade(&image);
-            lock.set_flush_hook(Box::new(move || match weak.upgrade() {
-                Some(image) => image.cache.flush(),
-                None => Ok(()),
-            }));
+            lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
         }
         Ok(image)
     }
@@ -76,7 +90,7 @@ impl Image {
     pub fn seek(&self, snap: SnapId, offset: u64, what: Seek) -> ImageResult<Option<u64>> {
         if snap == crate::store::NOSNAP {
             // Dirty data makes objects exist once written back.
-            self.flush()?;
+            self.write_back()?;
         }
         let info = self.current_info()?;
         sparse::seek(&self.core, &info, snap, offset, what)
@@ -112,7 +126,7 @@ impl Image {
         }
         let len = len.min(info.size - offset);
         // Dirty data in the range must not land after the discard.
-        self.flush()?;
+        self.write_back()?;
         let extents = info.layout.map(offset, len);
         let result = self.in_parallel(extents.iter().collect(), |e: &ObjectExtent| {
             self.core.discard_object(e.object_no, e.offset, e.len)
@@ -127,7 +141,7 @@ impl Image {
     /// exclusive lock where the image has one. Snapshots keep their data.
     pub fn resize(&self, new_size: u64) -> ImageResult<()> {
         let _gate = self.io_gate.write();
-        self.flush()?;
+        self.write_back()?;
         let info = self.refresh()?;
         if new_size == info.size {
             return Ok(());
@@ -206,8 +220,7 @@ impl Image {
             rest = tail;
         }
         self.in_parallel(slices, |(e, out): (&ObjectExtent, &mut [u8])| {
-            let data = self.cache.read(snap, e.object_no, e.offset, e.len)?;
-            out.copy_from_slice(&data[..out.len()]);
+            self.cache.read_into(snap, e.object_no, e.offset, out)?;
             Ok(())
         })?;
         self.cache.note_read(snap, offset, len);
@@ -269,9 +282,24 @@ impl Image {
     }
 
     /// Returns once every acknowledged write of this image is on RADOS, or
-    /// with the first write-back error since the last flush.
+    /// with the first write-back error since the last flush (fsync, close).
     pub fn flush(&self) -> ImageResult<()> {
         self.cache.flush()
+    }
+
+    /// Like [`flush`](Self::flush), for work that needs the data on RADOS
+    /// first (snapshots, discard, resize, seek, lock handover): fails while a
+    /// write-back error is pending, but leaves it for the next fsync/close
+    /// of the file, whose writer is the one to hear about it.
+    fn write_back(&self) -> ImageResult<()> {
+        if self.cache.write_back() {
+            return Ok(());
+        }
+        Err(self.core.store_err(StoreError::Errno {
+            op: "write-back",
+            oid: self.name().to_string(),
+            errno: libc::EIO,
+        }))
     }
 
     /// Runs `f` on every item, concurrently when there is more than one
@@ -311,7 +339,7 @@ impl Image {
     pub fn snap_create(&self, snap_name: &str) -> ImageResult<SnapshotInfo> {
         validate_snap_name(snap_name)?;
         let _gate = self.io_gate.write();
-        self.flush()?;
+        self.write_back()?;
         let info = self.refresh()?;
         let image = self.name().to_string();
         if info.snapshot(snap_name).is_some() {

@@ -144,6 +144,19 @@ pub trait ObjectStore: Send + Sync {
     /// snapshot context `snapc`.
     fn write(&self, oid: &str, offset: u64, data: &[u8], snapc: &SnapContext) -> StoreResult<()>;
 
+    /// Writes non-overlapping extents of `oid` as one operation (one OSD
+    /// transaction). The default writes them one by one.
+    fn write_extents(
+        &self,
+        oid: &str,
+        extents: &[(u64, &[u8])],
+        snapc: &SnapContext,
+    ) -> StoreResult<()> {
+        extents
+            .iter()
+            .try_for_each(|&(offset, data)| self.write(oid, offset, data, snapc))
+    }
+
     /// Size of the object at `snap`.
     fn stat(&self, oid: &str, snap: SnapId) -> StoreResult<u64>;
 

@@ -387,6 +387,26 @@ impl ObjectStore for RadosPool {
         check("write", oid, rc).map(drop)
     }
 
+    fn write_extents(
+        &self,
+        oid: &str,
+        extents: &[(u64, &[u8])],
+        snapc: &SnapContext,
+    ) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        let rc = unsafe {
+            let op = rados_create_write_op();
+            for &(offset, data) in extents {
+                rados_write_op_write(op, data.as_ptr() as *const c_char, data.len(), offset);
+            }
+            let rc = rados_write_op_operate(op, io.0, o.as_ptr(), ptr::null_mut(), 0);
+            rados_release_write_op(op);
+            rc
+        };
+        check("write", oid, rc).map(drop)
+    }
+
     fn stat(&self, oid: &str, snap: SnapId) -> StoreResult<u64> {
         let io = self.reader(snap)?;
         let o = oid_c(oid)?;

@@ -9,17 +9,19 @@
 //! - `RBDFS_TEST_SEED`: reproduce a run's random data/offsets.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rbdfs::store::rados::{ConnectOptions, RadosCluster, RadosPool};
 use tempfile::TempDir;
 
 /// The binary under test.
@@ -226,6 +228,27 @@ impl Cluster {
         let mut full = vec!["-p", POOL];
         full.extend_from_slice(args);
         run_timeout(&mut self.cli("rados", &full), CLI_TIMEOUT)
+    }
+
+    /// A librados client of the test cluster (rbdfs's own bindings) and the
+    /// test pool: for tests that look at RADOS without spawning a process.
+    pub fn librados(&self) -> (Arc<RadosCluster>, Arc<RadosPool>) {
+        let rados = RadosCluster::connect(&ConnectOptions {
+            conf: Some(self.conf.clone()),
+            timeout_secs: 30,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("cluster answers the CLI but not librados: {e}"));
+        let pool = rados.open_pool(POOL).expect("open pool rbd");
+        (rados, Arc::new(pool))
+    }
+
+    /// Runs `ceph ARGS` (monitor commands), panicking unless it succeeds.
+    pub fn ceph(&self, args: &[&str]) -> Output {
+        check_output(
+            &format!("ceph {}", args.join(" ")),
+            run_timeout(&mut self.cli("ceph", args), CLI_TIMEOUT),
+        )
     }
 
     /// `rbd create` of an empty format-1 image.
@@ -876,4 +899,35 @@ impl Drop for SnapPurge {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Extended attributes
+// ---------------------------------------------------------------------------
+
+pub fn cstr(s: &[u8]) -> CString {
+    CString::new(s).unwrap()
+}
+
+/// getxattr (`name`) or listxattr (None): size query, then the value.
+pub fn xattr(p: &Path, name: Option<&str>) -> io::Result<Vec<u8>> {
+    let (cp, cn) = (
+        cstr(p.as_os_str().as_bytes()),
+        cstr(name.unwrap_or("").as_bytes()),
+    );
+    let call = |buf: &mut [u8]| unsafe {
+        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+        match name {
+            Some(_) => libc::getxattr(cp.as_ptr(), cn.as_ptr(), ptr.cast(), len),
+            None => libc::listxattr(cp.as_ptr(), ptr.cast(), len),
+        }
+    };
+    let n = call(&mut []);
+    let mut buf = vec![0u8; n.max(0) as usize];
+    let m = if n < 0 { n } else { call(&mut buf) };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(m as usize);
+    Ok(buf)
 }

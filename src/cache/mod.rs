@@ -1,0 +1,540 @@
+//! The object cache between an image and RADOS: bounded clean data
+//! (prefetched and recently read object extents), write-back of dirty
+//! extents, sequential prefetch.
+//!
+//! One [`Cache`] per mount holds the byte budget, a small pool of I/O
+//! threads and a background flusher; one [`ImageCache`] per open image
+//! holds that image's dirty extents, its RADOS reads in flight and its
+//! sequential-stream detector.
+//!
+//! - **Budget.** Everything the cache makes the process hold stays within
+//!   `capacity` (see [`clean`]): clean extents, dirty extents, the buffers
+//!   of RADOS reads in flight, and librados's copies of reads and
+//!   write-backs in flight (librados copies both ways, so an operation in
+//!   flight costs twice its bytes). Dirty bytes alone stay within
+//!   `max_dirty` (3/8 of the capacity: each may need its copy while
+//!   written back); a writer that would go past waits while write-back
+//!   makes room (backpressure). Outside the budget: the request buffers of FUSE
+//!   threads (at most one request each) and the allocator's slack, which
+//!   [`allocator`] keeps small.
+//! - **Dirty data** (head only) is kept per object as non-overlapping runs,
+//!   newest bytes winning. An object's runs go to RADOS as one batch, and
+//!   an object has at most one batch in flight, so two writes of the same
+//!   bytes reach RADOS in the order they were made. While a batch is in
+//!   flight its bytes stay visible to readers. Write-back starts when an
+//!   object is entirely dirty, when its oldest dirty byte is older than
+//!   `max_dirty_age`, when a writer is held back by `max_dirty`, and on
+//!   [`ImageCache::flush`] (fsync, close, snapshot creation, unmount).
+//! - **Failed write-back** is recorded for the image, logged, and returned
+//!   by the next `flush` (once). The data of the failed batch is dropped,
+//!   as the kernel does with dirty pages whose write-back failed: keeping
+//!   it would retry forever against a permanent error (read-only image,
+//!   blocklisted client, full pool) and hold the dirty budget, stalling
+//!   every writer of the mount. The object's clean extents are dropped
+//!   with it, so reads show what RADOS holds.
+//! - **Reads** are served from a clean extent, else by joining a RADOS read
+//!   in flight that covers them (a prefetch or another reader's), else by
+//!   a read of their own. At the head, the dirty runs are copied *before*
+//!   RADOS is read and laid over its bytes after, so a write-back that
+//!   completes in between cannot hide a write. A read in flight is marked
+//!   stale by any write to its object; a stale read neither enters the
+//!   cache nor takes new joiners.
+//! - **Prefetch**: each image tracks a few read streams per snap id. A read
+//!   that starts near where a stream's last one ended (and goes further)
+//!   counts as sequential; once a stream has two, whole objects ahead of
+//!   the reader are read by the pool, over a window that starts at 4 MiB
+//!   (or an object) and doubles per read up to `max_prefetch`. Objects a
+//!   sequential reader has finished are evicted first. Random reads never
+//!   start a prefetch, and a 4 KiB random read costs one 4 KiB RADOS read.
+//! - **Threads**: a pool of `workers` I/O threads (prefetch, write-back)
+//!   and one flusher thread per mount; they end when the [`Cache`] is
+//!   dropped (after finishing what is queued). Reads and writes that miss
+//!   run in the caller's thread; no lock is held across I/O, and locks
+//!   are per object where data is copied, so unrelated objects never wait
+//!   for each other.
+
+mod allocator;
+mod clean;
+mod extents;
+mod pool;
+mod read;
+#[cfg(test)]
+mod tests;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use self::clean::{Budget, Key};
+use self::pool::WorkPool;
+use self::read::{Fills, Streams};
+use self::write::{Slot, flusher};
+use crate::image::ImageError;
+use crate::layout::Layout;
+use crate::store::{NOSNAP, SnapId};
+
+/// What the cache needs from an image: object-granular I/O. `read_object`
+/// returns exactly `len` bytes (missing objects and the part past an
+/// object's end are zeros); `write_object` writes with the image's current
+/// snap context (and lock/object-map duties).
+pub trait ObjectIo: Send + Sync {
+    fn read_object(
+        &self,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ImageError>;
+    fn write_object(&self, object_no: u64, offset: u64, data: &[u8]) -> Result<(), ImageError>;
+    /// Writes non-overlapping extents of one object (offset order). Best
+    /// as one RADOS operation: one OSD transaction instead of one per
+    /// extent is what makes many small dirty extents cheap to write back.
+    /// This default writes them one by one.
+    fn write_object_extents(
+        &self,
+        object_no: u64,
+        extents: &[(u64, &[u8])],
+    ) -> Result<(), ImageError> {
+        extents
+            .iter()
+            .try_for_each(|&(offset, data)| self.write_object(object_no, offset, data))
+    }
+    /// Whether the head's data may be kept (clean) now. An image that
+    /// other clients may write while we do not hold its exclusive lock
+    /// answers false then; its lock handover should also `write_back` and
+    /// `invalidate` the cache. Dirty data is kept regardless (it is ours).
+    fn cache_head(&self) -> bool {
+        true
+    }
+    /// The image's current striping layout (for prefetch).
+    fn layout(&self) -> Layout;
+    /// Image size at `snap` (NOSNAP: the head), None if no such snapshot.
+    fn size_at(&self, snap: SnapId) -> Option<u64>;
+    /// A name for log lines.
+    fn name(&self) -> &str;
+}
+
+/// Settings of the cache shared by every image of a mount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Bytes the cache may hold: clean and dirty data, plus the buffers of
+    /// its RADOS operations in flight (its own and librados's copies).
+    /// 0 turns the cache off (reads and writes go straight to RADOS).
+    pub capacity: u64,
+    /// Dirty bytes at most; None: 3/8 of `capacity`. Each dirty byte also
+    /// needs room for librados's copy while it is written back, so this
+    /// leaves a quarter of the capacity to clean data under any load.
+    pub max_dirty: Option<u64>,
+    /// Dirty data older than this is written back.
+    pub max_dirty_age: Duration,
+    /// Largest prefetch window (bytes read ahead of a sequential reader);
+    /// None: min(capacity / 4, 64 MiB). 0 turns prefetch off.
+    pub max_prefetch: Option<u64>,
+    /// I/O threads for prefetch and write-back, shared by all images.
+    pub workers: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            capacity: 64 << 20,
+            max_dirty: None,
+            max_dirty_age: Duration::from_secs(1),
+            max_prefetch: None,
+            workers: 16,
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The dirty-byte bound in effect.
+    pub fn dirty_limit(&self) -> u64 {
+        self.max_dirty
+            .unwrap_or(self.capacity / 8 * 3)
+            .min(self.capacity)
+    }
+
+    /// The largest prefetch window in effect.
+    pub fn prefetch_limit(&self) -> u64 {
+        self.max_prefetch
+            .unwrap_or((self.capacity / 4).min(64 << 20))
+            .min(self.capacity / 2)
+    }
+}
+
+/// A snapshot of the cache's counters (all images of the mount).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub capacity: u64,
+    /// Bytes held by clean extents.
+    pub clean_bytes: u64,
+    /// Bytes held by dirty extents (including write-backs in flight).
+    pub dirty_bytes: u64,
+    /// Bytes set aside for reads in flight (their buffer and librados's).
+    pub reserved_bytes: u64,
+    /// librados's copies of write-backs in flight.
+    pub writing_bytes: u64,
+    /// Highest clean + dirty + reserved + writing seen.
+    pub peak_bytes: u64,
+    /// Reads served from clean extents.
+    pub hits: u64,
+    /// Reads served by a RADOS read already in flight (mostly prefetch).
+    pub joined: u64,
+    /// Reads that went to RADOS themselves.
+    pub misses: u64,
+    /// Bytes requested by prefetch.
+    pub prefetched_bytes: u64,
+    /// Bytes written back to RADOS (including write-through).
+    pub written_back_bytes: u64,
+    /// Failed write-back batches.
+    pub writeback_errors: u64,
+    /// Writes that had to wait for write-back (backpressure).
+    pub dirty_waits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    joined: AtomicU64,
+    misses: AtomicU64,
+    prefetched: AtomicU64,
+    written_back: AtomicU64,
+    writeback_errors: AtomicU64,
+    dirty_waits: AtomicU64,
+}
+
+impl Counters {
+    /// Changes whenever the cache moves data.
+    fn activity(&self) -> u64 {
+        [
+            &self.hits,
+            &self.joined,
+            &self.misses,
+            &self.prefetched,
+            &self.written_back,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .fold(0u64, u64::wrapping_add)
+    }
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct FlusherState {
+    wake: bool,
+    /// A writer is held back: write back everything dirty.
+    pressure: bool,
+    shutdown: bool,
+}
+
+/// What every image of a mount shares.
+struct Shared {
+    max_dirty: u64,
+    max_age: Duration,
+    max_window: u64,
+    budget: Mutex<Budget>,
+    /// Signalled whenever bytes leave the budget.
+    space: Condvar,
+    counters: Counters,
+    pool: WorkPool,
+    images: Mutex<Vec<Weak<ImageState>>>,
+    flusher: Mutex<FlusherState>,
+    flusher_cv: Condvar,
+    next_image: AtomicU64,
+}
+
+impl Shared {
+    /// Counts `n` dirty bytes, waiting (and pushing write-back) while they
+    /// do not fit.
+    fn charge_dirty(&self, n: u64) {
+        let mut waited = false;
+        loop {
+            let mut b = self.budget.lock();
+            if b.try_charge_dirty(n) {
+                return;
+            }
+            if !waited {
+                waited = true;
+                bump(&self.counters.dirty_waits, 1);
+            }
+            self.wake_flusher(true);
+            self.space.wait_for(&mut b, Duration::from_millis(50));
+        }
+    }
+
+    /// Runs `f` on the budget, then wakes whoever waits for room.
+    fn release(&self, f: impl FnOnce(&mut Budget)) {
+        f(&mut self.budget.lock());
+        self.space.notify_all();
+    }
+
+    fn wake_flusher(&self, pressure: bool) {
+        let mut f = self.flusher.lock();
+        f.wake = true;
+        f.pressure |= pressure;
+        drop(f);
+        self.flusher_cv.notify_one();
+    }
+
+    fn stats(&self) -> CacheStats {
+        let b = self.budget.lock();
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            capacity: b.capacity,
+            clean_bytes: b.clean,
+            dirty_bytes: b.dirty,
+            reserved_bytes: b.reserved,
+            writing_bytes: b.writing,
+            peak_bytes: b.peak,
+            hits: get(&c.hits),
+            joined: get(&c.joined),
+            misses: get(&c.misses),
+            prefetched_bytes: get(&c.prefetched),
+            written_back_bytes: get(&c.written_back),
+            writeback_errors: get(&c.writeback_errors),
+            dirty_waits: get(&c.dirty_waits),
+        }
+    }
+}
+
+/// The cache of a mount: one budget shared by all its images.
+pub struct Cache {
+    config: CacheConfig,
+    shared: Arc<Shared>,
+}
+
+/// Tunes the C allocator for the cache's traffic (see [`allocator`]):
+/// call it first thing in `main`, before any thread starts. `Cache::new`
+/// calls it too, but arenas made by then (librados's threads) stay.
+pub fn tune_allocator() {
+    allocator::limit_arenas();
+}
+
+impl Cache {
+    /// The cache of a mount; starts its I/O workers and flusher thread.
+    pub fn new(config: CacheConfig) -> Arc<Cache> {
+        allocator::limit_arenas();
+        let shared = Arc::new(Shared {
+            max_dirty: config.dirty_limit(),
+            max_age: config.max_dirty_age,
+            max_window: config.prefetch_limit(),
+            budget: Mutex::new(Budget::new(config.capacity, config.dirty_limit())),
+            space: Condvar::new(),
+            counters: Counters::default(),
+            pool: WorkPool::new(config.workers),
+            images: Mutex::new(Vec::new()),
+            flusher: Mutex::new(FlusherState::default()),
+            flusher_cv: Condvar::new(),
+            next_image: AtomicU64::new(1),
+        });
+        let s = shared.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("rbdfs-flusher".into())
+            .spawn(move || flusher(s))
+        {
+            // Dirty data then goes back on flush and under pressure only.
+            warn!("cache: cannot start the flusher thread: {e}");
+        }
+        Arc::new(Cache { config, shared })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    /// The cache of one image (head and snapshots).
+    pub fn for_image(self: &Arc<Cache>, io: Arc<dyn ObjectIo>) -> ImageCache {
+        let state = Arc::new(ImageState {
+            id: self.shared.next_image.fetch_add(1, Ordering::Relaxed),
+            io,
+            shared: self.shared.clone(),
+            slots: Mutex::new(HashMap::new()),
+            fills: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams::default()),
+            error: Mutex::new(None),
+            seq: AtomicU64::new(0),
+            progress: Mutex::new(()),
+            progress_cv: Condvar::new(),
+        });
+        self.shared.images.lock().push(Arc::downgrade(&state));
+        ImageCache {
+            _cache: self.clone(),
+            state,
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.shared.stats()
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        info!("cache: {:?}", self.shared.stats());
+        // Every ImageCache (each holds the Cache) has flushed by now.
+        self.shared.flusher.lock().shutdown = true;
+        self.shared.flusher_cv.notify_all();
+        self.shared.pool.shutdown();
+    }
+}
+
+/// The state of one image, shared with the I/O jobs working for it.
+///
+/// Lock order: `progress` → `slots` → a slot → `fills` → the budget;
+/// `streams`, `error`, the pool and the flusher state are leaves.
+struct ImageState {
+    id: u64,
+    io: Arc<dyn ObjectIo>,
+    shared: Arc<Shared>,
+    slots: Mutex<HashMap<u64, Slot>>,
+    fills: Mutex<Fills>,
+    streams: Mutex<Streams>,
+    /// The first write-back error since the last flush.
+    error: Mutex<Option<ImageError>>,
+    /// Numbers writes, so flush knows which ones it must wait for.
+    seq: AtomicU64,
+    /// Signalled whenever a batch completes.
+    progress: Mutex<()>,
+    progress_cv: Condvar,
+}
+
+impl ImageState {
+    fn key(&self, snap: SnapId, object_no: u64) -> Key {
+        (self.id, snap, object_no)
+    }
+
+    /// The head's clean copy of `object_no` is no longer to be trusted.
+    fn forget_clean(&self, object_no: u64) {
+        self.stale_fills(object_no);
+        let key = self.key(NOSNAP, object_no);
+        self.shared.release(|b| b.remove_object(&key));
+    }
+
+    fn record_error(&self, e: ImageError) {
+        bump(&self.shared.counters.writeback_errors, 1);
+        warn!("image {}: write-back failed: {e}", self.io.name());
+        let mut slot = self.error.lock();
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    fn notify_progress(&self) {
+        let _g = self.progress.lock();
+        self.progress_cv.notify_all();
+    }
+
+    /// Drops clean data and marks reads in flight stale.
+    fn invalidate(&self) {
+        for list in self.fills.lock().values() {
+            for f in list {
+                f.stale.store(true, Ordering::SeqCst);
+            }
+        }
+        let id = self.id;
+        self.shared.release(|b| b.remove_image(id));
+    }
+}
+
+/// One image's view of the cache.
+pub struct ImageCache {
+    _cache: Arc<Cache>,
+    state: Arc<ImageState>,
+}
+
+impl ImageCache {
+    /// Reads `len` bytes at `offset` of object `object_no` at `snap`;
+    /// always exactly `len` bytes.
+    pub fn read(
+        &self,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let mut out = vec![0u8; len as usize];
+        self.state.read(snap, object_no, offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`read`](Self::read), into `out` (`out.len()` bytes): one copy
+    /// less for callers that assemble a larger buffer.
+    pub fn read_into(
+        &self,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), ImageError> {
+        self.state.read(snap, object_no, offset, out)
+    }
+
+    /// Writes to the head; acknowledged data must reach RADOS by the next
+    /// `flush`.
+    pub fn write(&self, object_no: u64, offset: u64, data: &[u8]) -> Result<(), ImageError> {
+        self.state.write(object_no, offset, data)
+    }
+
+    /// Writes back everything dirty; returns the first error of any
+    /// write-back since the last flush.
+    pub fn flush(&self) -> Result<(), ImageError> {
+        self.state.flush()
+    }
+
+    /// Writes back everything dirty and waits, like [`flush`](Self::flush),
+    /// but leaves a write-back error recorded for the next `flush` (which
+    /// reports it to fsync/close). For internal callers, e.g. handing the
+    /// exclusive lock over. False if an error is pending.
+    pub fn write_back(&self) -> bool {
+        self.state.write_back_all();
+        self.state.error.lock().is_none()
+    }
+
+    /// Drops clean data (the header changed: resize, snapshot removed).
+    pub fn invalidate(&self) {
+        self.state.invalidate()
+    }
+
+    /// A read of [offset, offset+len) of the image at `snap` was served; the
+    /// cache may detect a sequential reader and prefetch what follows.
+    pub fn note_read(&self, snap: SnapId, offset: u64, len: u64) {
+        self.state.note_read(snap, offset, len)
+    }
+
+    /// The mount's cache counters.
+    pub fn stats(&self) -> CacheStats {
+        self.state.shared.stats()
+    }
+
+    /// Bytes of this image not yet on RADOS (dirty or being written back).
+    pub fn dirty_bytes(&self) -> u64 {
+        let slots: Vec<Slot> = self.state.slots.lock().values().cloned().collect();
+        slots
+            .iter()
+            .map(|s| {
+                let st = s.lock();
+                st.dirty.bytes() + st.inflight_bytes
+            })
+            .sum()
+    }
+}
+
+impl Drop for ImageCache {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.flush() {
+            warn!("image {}: data lost at close: {e}", self.state.io.name());
+        }
+        self.state.streams.lock().list.clear();
+        self.state.invalidate();
+    }
+}

@@ -1,0 +1,466 @@
+//! The write-back cache seen from outside, on the real cluster and a real
+//! FUSE mount: dirty data reaches RADOS exactly when it was promised
+//! (fsync, close, snapshot creation, the end of the FUSE session), a failed
+//! write-back reaches the next fsync/close, the cache stays within its bound
+//! (its own accounting and the process's peak RSS), sequential readers get
+//! prefetch and random readers do not, and a head and its snapshot read
+//! concurrently never see each other's bytes. `rbd export` is the oracle.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use rbdfs::cache::{Cache, CacheConfig};
+use rbdfs::image::Image;
+use rbdfs::store::rados::RadosPool;
+use rbdfs::store::{NOSNAP, ObjectStore};
+
+const MIB: u64 = 1 << 20;
+
+/// Dirty data is never written back for its age in these mounts: only the
+/// event under test may write it back.
+const HOLD: &str = "cache_max_dirty_age=3600";
+
+fn open_rw(p: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap_or_else(|e| panic!("open {} rw: {e}", p.display()))
+}
+
+/// The mount's cache counters (`user.rbdfs.cache` on the mount root).
+fn cache_stats(mount: &Mount) -> HashMap<String, u64> {
+    let raw = xattr(mount.dir(), Some("user.rbdfs.cache"))
+        .unwrap_or_else(|e| panic!("getxattr user.rbdfs.cache: {e}\n{}", mount.log()));
+    let text = String::from_utf8(raw).unwrap();
+    text.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("bad stat {kv}"));
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Peak resident memory (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+/// What RADOS holds of the head, read in this process with the cache off.
+/// No child process (`rbd export`) while a file of the mount is open: the
+/// fork gets a copy of the descriptor, and its close flushes the file.
+fn assert_on_rados(pool: &Arc<RadosPool>, name: &str, off: u64, want: &[u8], what: &str) {
+    let cache = Cache::new(CacheConfig {
+        capacity: 0,
+        workers: 1,
+        ..Default::default()
+    });
+    let image = Image::open(pool.clone(), &cache, name).expect("open image in-process");
+    let got = image.read(NOSNAP, off, want.len() as u64).unwrap();
+    assert_bytes_eq(&got, want, what);
+}
+
+fn assert_exported(cluster: &Cluster, spec_name: &str, off: u64, want: &[u8], what: &str) {
+    let all = cluster.export(spec_name);
+    assert_bytes_eq(&all[off as usize..off as usize + want.len()], want, what);
+}
+
+/// The fusectl directory of the mount's connection (mounting fusectl if
+/// needed), whose `abort` file ends the FUSE session at once.
+fn fuse_connection(mount: &Mount) -> std::path::PathBuf {
+    let base = Path::new("/sys/fs/fuse/connections");
+    let dev = fs::metadata(mount.dir()).unwrap().dev();
+    let minor = libc::minor(dev);
+    let dir = base.join(minor.to_string());
+    if !dir.exists() {
+        let out = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(base)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || dir.exists(),
+            "mount fusectl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dir.join("abort").exists(), "no {}", dir.display());
+    dir
+}
+
+/// Write-back happens on fsync, on close, before a snapshot is taken, and
+/// when the FUSE session ends with dirty data still held; not before.
+#[test]
+fn write_back_on_fsync_close_snapshot_and_session_end() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let mut scratch = Scratch::new(&cluster);
+    let mut purge = SnapPurge::new(&cluster);
+    let name = purge.add(scratch.name("wb"));
+    cluster.create_v1_image(&name, 32 * MIB, 22);
+    let mut rng = Rng::new();
+    let zeros = vec![0u8; 64 << 10];
+    let (_rados, pool) = cluster.librados();
+
+    let mut mount = Mount::new(&cluster, &["-o", HOLD]);
+    let path = mount.path(&name);
+    // Mounts fusectl if needed: a child process, so before any file is open.
+    let conn = fuse_connection(&mount);
+
+    // fsync.
+    let a = rng.bytes(64 << 10);
+    let f = open_rw(&path);
+    f.write_all_at(&a, MIB + 17).unwrap();
+    // Acknowledged but not yet promised: the cache holds it (this is what
+    // makes it a write-back cache), and a read through the mount sees it.
+    assert_on_rados(&pool, &name, MIB + 17, &zeros, "before fsync");
+    assert_bytes_eq(
+        &read_full_at(&f, MIB + 17, a.len()).unwrap(),
+        &a,
+        "read of dirty data",
+    );
+    f.sync_all()
+        .unwrap_or_else(|e| panic!("fsync: {e}\n{}", mount.log()));
+    assert_exported(&cluster, &name, MIB + 17, &a, "after fsync");
+
+    // close.
+    let b = rng.bytes(64 << 10);
+    f.write_all_at(&b, 5 * MIB + 3).unwrap();
+    assert_on_rados(&pool, &name, 5 * MIB + 3, &zeros, "before close");
+    drop(f);
+    assert_exported(&cluster, &name, 5 * MIB + 3, &b, "after close");
+
+    // Snapshot creation (through the mount) takes what was written before
+    // it, while the file is still open.
+    let c = rng.bytes(64 << 10);
+    let f = open_rw(&path);
+    f.write_all_at(&c, 9 * MIB).unwrap();
+    assert_on_rados(&pool, &name, 9 * MIB, &zeros, "before snapshot");
+    let snap_file = mount.dir().join(".snap").join(&name).join("s1");
+    File::create(&snap_file).unwrap_or_else(|e| {
+        panic!(
+            "create snapshot {}: {e}\n{}",
+            snap_file.display(),
+            mount.log()
+        )
+    });
+    assert_exported(&cluster, &format!("{name}@s1"), 9 * MIB, &c, "snapshot");
+    assert_exported(&cluster, &name, 9 * MIB, &c, "head after snapshot");
+
+    // The session ends (connection aborted) while dirty data is held and
+    // the file is still open: rbdfs writes it back before it exits.
+    let d = rng.bytes(64 << 10);
+    f.write_all_at(&d, 13 * MIB + 5).unwrap();
+    assert_on_rados(&pool, &name, 13 * MIB + 5, &zeros, "before session end");
+    fs::write(conn.join("abort"), "1").unwrap();
+    let st = mount.signal_and_wait(libc::SIGTERM, Duration::from_secs(60));
+    drop(f);
+    let _ = unmount(mount.dir());
+    assert!(
+        st.success(),
+        "rbdfs exit after abort: {st}\n{}",
+        mount.log()
+    );
+    assert_exported(&cluster, &name, 13 * MIB + 5, &d, "after session end");
+    // Nothing else changed.
+    let all = cluster.export(&name);
+    let mut want = vec![0u8; 32 * MIB as usize];
+    for (off, data) in [
+        (MIB + 17, &a),
+        (5 * MIB + 3, &b),
+        (9 * MIB, &c),
+        (13 * MIB + 5, &d),
+    ] {
+        want[off as usize..off as usize + data.len()].copy_from_slice(data);
+    }
+    assert_bytes_eq(&all, &want, "whole image");
+}
+
+/// Removes a blocklist entry when the test ends, passing or not.
+struct Unblock<'a>(&'a Cluster, String);
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        self.0.ceph(&["osd", "blocklist", "rm", &self.1]);
+    }
+}
+
+/// rbdfs's client address, from the watchers of a format-1 header.
+fn watcher_address(cluster: &Cluster, name: &str) -> String {
+    let out = cluster.rados(&["listwatchers", &format!("{name}.rbd")]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // "watcher=127.0.0.1:0/3719276 client.4171 cookie=1"
+    let addrs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("watcher="))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(addrs.len(), 1, "watchers of {name}: {text}");
+    addrs[0].to_string()
+}
+
+/// A write-back that fails (this client was blocklisted, as a peer that
+/// broke our lock would do) is reported to the next fsync, or to close,
+/// never swallowed; and once.
+#[test]
+fn failed_write_back_reaches_fsync_and_close() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let mut scratch = Scratch::new(&cluster);
+    let (a, b) = (scratch.name("wbfail-a"), scratch.name("wbfail-b"));
+    cluster.create_v1_image(&a, 16 * MIB, 22);
+    cluster.create_v1_image(&b, 16 * MIB, 22);
+    let mut rng = Rng::new();
+
+    let (_rados, pool) = cluster.librados();
+
+    let mut mount = Mount::new(&cluster, &["-o", &format!("{HOLD},rados_timeout=20")]);
+    // stat opens (and watches) both images; the address is found, by a
+    // child process, before any file is open (see `assert_on_rados`).
+    fs::metadata(mount.path(&a)).unwrap();
+    fs::metadata(mount.path(&b)).unwrap();
+    let addr = watcher_address(&cluster, &a);
+    let _unblock = Unblock(&cluster, addr.clone());
+
+    let (fa, fb) = (open_rw(&mount.path(&a)), open_rw(&mount.path(&b)));
+    fa.write_all_at(&rng.bytes(8192), 4096).unwrap();
+    fb.write_all_at(&rng.bytes(8192), 4096).unwrap();
+    fa.sync_all().unwrap();
+    fb.sync_all().unwrap();
+    // Acknowledged into the cache, not yet on RADOS.
+    fa.write_all_at(&rng.bytes(8192), MIB).unwrap();
+    fb.write_all_at(&rng.bytes(8192), 2 * MIB).unwrap();
+    // In this process: a child would close (flush) our files.
+    ObjectStore::blocklist_add(&*pool, &addr, 3600).expect("blocklist rbdfs");
+
+    let err = fa.sync_all().expect_err("fsync after a failed write-back");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "fsync: {err}");
+    // Reported once, as the kernel does for a file's write-back errors.
+    fa.sync_all()
+        .expect("the same error reported to a second fsync");
+
+    let r = unsafe { libc::close(std::os::unix::io::IntoRawFd::into_raw_fd(fb)) };
+    let close_err = io::Error::last_os_error();
+    assert_eq!(r, -1, "close after a failed write-back succeeded");
+    assert_eq!(
+        close_err.raw_os_error(),
+        Some(libc::EIO),
+        "close: {close_err}"
+    );
+
+    let log = mount.log();
+    assert!(log.contains("write-back failed"), "no log line:\n{log}");
+    drop(fa);
+    // Nothing is left to write back; rbdfs must still end when asked (its
+    // exit status is not the point here: the client is blocklisted).
+    let _ = mount.signal_and_wait(libc::SIGTERM, Duration::from_secs(90));
+}
+
+/// Heavy sequential and random I/O through a small cache: the cache's own
+/// accounting never passes its capacity, the process's peak RSS stays
+/// within capacity + 64 MiB, sequential reads are served by prefetch and
+/// random reads start none, and every byte matches `rbd export`.
+#[test]
+fn cache_stays_within_its_bound() {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    const CACHE_MIB: u64 = 16;
+    const SIZE: u64 = 192 * MIB;
+    let mut scratch = Scratch::new(&cluster);
+    let name = scratch.name("bound");
+    cluster.create_v1_image(&name, SIZE, 22);
+    let mut rng = Rng::new();
+
+    let mount = Mount::new(&cluster, &["-o", &format!("cache_size={CACHE_MIB}")]);
+    let path = mount.path(&name);
+
+    // Sequential write of the whole image, 1 MiB at a time.
+    let data = Arc::new(rng.bytes(SIZE as usize));
+    let f = open_rw(&path);
+    for (i, chunk) in data.chunks(MIB as usize).enumerate() {
+        f.write_all_at(chunk, i as u64 * MIB)
+            .unwrap_or_else(|e| panic!("write {i}: {e}\n{}", mount.log()));
+    }
+    f.sync_all().unwrap();
+    drop(f);
+
+    // Two sequential readers and a random reader at once.
+    let before_random = {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, data) = (path.clone(), data.clone());
+                thread::spawn(move || {
+                    let mut f = File::open(&path).unwrap();
+                    let mut got = Vec::with_capacity(SIZE as usize);
+                    f.read_to_end(&mut got).unwrap();
+                    assert_bytes_eq(&got, &data, "sequential read");
+                })
+            })
+            .collect();
+        for r in readers {
+            r.join().unwrap();
+        }
+        cache_stats(&mount)
+    };
+    assert!(
+        before_random["prefetched"] > 0 && before_random["joined"] > 0,
+        "sequential reads got no prefetch: {before_random:?}"
+    );
+
+    // Random 4 KiB reads never start a prefetch.
+    let f = File::open(&path).unwrap();
+    for _ in 0..2000 {
+        let off = rng.below(SIZE - 4096);
+        let got = read_full_at(&f, off, 4096).unwrap();
+        assert_bytes_eq(
+            &got,
+            &data[off as usize..off as usize + 4096],
+            "random read",
+        );
+    }
+    let after_random = cache_stats(&mount);
+    assert_eq!(
+        after_random["prefetched"], before_random["prefetched"],
+        "random reads started a prefetch"
+    );
+
+    // Random 4 KiB writes over the whole image, checked by export.
+    let f = open_rw(&path);
+    let mut want = data.to_vec();
+    for _ in 0..4000 {
+        let off = rng.below(SIZE / 4096) * 4096;
+        let block = rng.bytes(4096);
+        f.write_all_at(&block, off).unwrap();
+        want[off as usize..off as usize + 4096].copy_from_slice(&block);
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    assert_bytes_eq(&cluster.export(&name), &want, "export after random writes");
+
+    let stats = cache_stats(&mount);
+    let capacity = CACHE_MIB * MIB;
+    assert_eq!(stats["capacity"], capacity, "{stats:?}");
+    assert!(
+        stats["peak"] <= capacity,
+        "cache held {} bytes, capacity {capacity}: {stats:?}",
+        stats["peak"]
+    );
+    assert_eq!(stats["dirty"], 0, "dirty after fsync: {stats:?}");
+    let rss = peak_rss(mount.pid());
+    assert!(
+        rss <= capacity + 64 * MIB,
+        "peak RSS {} MiB > cache {CACHE_MIB} MiB + 64 MiB ({stats:?})",
+        rss >> 20
+    );
+    eprintln!("peak RSS {} MiB, cache {stats:?}", rss >> 20);
+}
+
+/// The head and a snapshot of the same image, read at once by several
+/// readers each (their cached objects share one budget and one prefetcher
+/// per image), never show each other's bytes; nor does a writer on the
+/// head disturb the snapshot.
+fn head_and_snapshot_concurrently(format2: bool) {
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    const SIZE: u64 = 48 * MIB;
+    let mut scratch = Scratch::new(&cluster);
+    let mut purge = SnapPurge::new(&cluster);
+    let name = purge.add(scratch.name(if format2 { "hs2" } else { "hs1" }));
+    let mut rng = Rng::new();
+    let old = Arc::new(rng.bytes(SIZE as usize));
+    if format2 {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &old).unwrap();
+        cluster.rbd(&[
+            "import",
+            "--no-progress",
+            "--image-format",
+            "2",
+            "--image-feature",
+            "layering,exclusive-lock,object-map,fast-diff",
+            f.path().to_str().unwrap(),
+            &spec(&name),
+        ]);
+    } else {
+        cluster.import_v1(&name, &old, 22);
+    }
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@before"))]);
+
+    let mount = Mount::new(&cluster, &["-o", "cache_size=32"]);
+    let head = mount.path(&name);
+    let snap = mount.dir().join(".snap").join(&name).join("before");
+    let new = Arc::new(rng.bytes(SIZE as usize));
+    {
+        let f = open_rw(&head);
+        f.write_all_at(&new, 0).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    let mut workers = Vec::new();
+    for round in 0..2 {
+        for (path, want, what) in [
+            (head.clone(), new.clone(), "head"),
+            (snap.clone(), old.clone(), "snapshot"),
+        ] {
+            workers.push(thread::spawn(move || {
+                for pass in 0..2 {
+                    let mut f = File::open(&path).unwrap();
+                    let mut got = Vec::with_capacity(SIZE as usize);
+                    f.read_to_end(&mut got).unwrap();
+                    assert_bytes_eq(&got, &want, &format!("{what} reader {round} pass {pass}"));
+                }
+            }));
+        }
+    }
+    // Meanwhile a writer rewrites the head's first 8 MiB with its own bytes.
+    {
+        let f = open_rw(&head);
+        for i in 0..8 {
+            let chunk = &new[(i * MIB) as usize..((i + 1) * MIB) as usize];
+            f.write_all_at(chunk, i * MIB).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    for w in workers {
+        w.join()
+            .unwrap_or_else(|_| panic!("a reader failed\n{}", mount.log()));
+    }
+    assert_bytes_eq(&cluster.export(&name), &new, "head export");
+    assert_bytes_eq(
+        &cluster.export(&format!("{name}@before")),
+        &old,
+        "snapshot export",
+    );
+}
+
+#[test]
+fn head_and_snapshot_read_concurrently_format1() {
+    head_and_snapshot_concurrently(false);
+}
+
+#[test]
+fn head_and_snapshot_read_concurrently_format2() {
+    head_and_snapshot_concurrently(true);
+}
