@@ -30,6 +30,16 @@ const MIB: u64 = 1 << 20;
 /// event under test may write it back.
 const HOLD: &str = "cache_max_dirty_age=3600";
 
+/// The tests of this file run one at a time. A test that holds dirty data
+/// in an open file must not see another thread of this process spawn a
+/// command: the child gets a copy of every descriptor, and its close
+/// (exec or exit) flushes the file.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn open_rw(p: &Path) -> File {
     OpenOptions::new()
         .read(true)
@@ -110,6 +120,7 @@ fn fuse_connection(mount: &Mount) -> std::path::PathBuf {
 /// when the FUSE session ends with dirty data still held; not before.
 #[test]
 fn write_back_on_fsync_close_snapshot_and_session_end() {
+    let _serial = serial();
     let Some(cluster) = Cluster::get() else {
         return;
     };
@@ -223,6 +234,7 @@ fn watcher_address(cluster: &Cluster, name: &str) -> String {
 /// never swallowed; and once.
 #[test]
 fn failed_write_back_reaches_fsync_and_close() {
+    let _serial = serial();
     let Some(cluster) = Cluster::get() else {
         return;
     };
@@ -252,6 +264,9 @@ fn failed_write_back_reaches_fsync_and_close() {
     fb.write_all_at(&rng.bytes(8192), 2 * MIB).unwrap();
     // In this process: a child would close (flush) our files.
     ObjectStore::blocklist_add(&*pool, &addr, 3600).expect("blocklist rbdfs");
+    // The monitor has committed it; give the OSD a moment to get the map
+    // (an op that reaches it first still succeeds).
+    thread::sleep(Duration::from_secs(3));
 
     let err = fa.sync_all().expect_err("fsync after a failed write-back");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "fsync: {err}");
@@ -282,6 +297,7 @@ fn failed_write_back_reaches_fsync_and_close() {
 /// random reads start none, and every byte matches `rbd export`.
 #[test]
 fn cache_stays_within_its_bound() {
+    let _serial = serial();
     let Some(cluster) = Cluster::get() else {
         return;
     };
@@ -381,6 +397,7 @@ fn cache_stays_within_its_bound() {
 /// per image), never show each other's bytes; nor does a writer on the
 /// head disturb the snapshot.
 fn head_and_snapshot_concurrently(format2: bool) {
+    let _serial = serial();
     let Some(cluster) = Cluster::get() else {
         return;
     };
@@ -463,4 +480,86 @@ fn head_and_snapshot_read_concurrently_format1() {
 #[test]
 fn head_and_snapshot_read_concurrently_format2() {
     head_and_snapshot_concurrently(true);
+}
+
+/// 8 MiB of random 64 KiB writes by librbd (`rbd bench`), which takes the
+/// exclusive lock from rbdfs if rbdfs holds it.
+fn librbd_writes(cluster: &Cluster, name: &str) {
+    cluster.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-threads",
+        "4",
+        "--io-total",
+        "8M",
+        "--io-pattern",
+        "rand",
+        &spec(name),
+    ]);
+}
+
+/// A format-2 image with exclusive-lock written by librbd (`rbd bench`)
+/// between rbdfs's reads: rbdfs never serves what it cached before the
+/// other client wrote. Reading without the lock, only read-ahead is kept,
+/// for a second at most; after rbdfs wrote (taking the lock) and handed
+/// the lock to `rbd bench`, nothing it cached is kept.
+#[test]
+fn another_clients_writes_are_seen() {
+    let _serial = serial();
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    const SIZE: u64 = 24 * MIB;
+    let mut scratch = Scratch::new(&cluster);
+    let name = scratch.name("other");
+    let mut rng = Rng::new();
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, &rng.bytes(SIZE as usize)).unwrap();
+    cluster.rbd(&[
+        "import",
+        "--no-progress",
+        "--image-format",
+        "2",
+        "--object-size",
+        "1M",
+        "--image-feature",
+        "layering,exclusive-lock,object-map,fast-diff",
+        f.path().to_str().unwrap(),
+        &spec(&name),
+    ]);
+    let mount = Mount::new(&cluster, &[]);
+    let path = mount.path(&name);
+    let read_all = || {
+        let mut got = Vec::new();
+        File::open(&path).unwrap().read_to_end(&mut got).unwrap();
+        got
+    };
+
+    // Reader only: sequential reads with read-ahead, then librbd writes.
+    assert_bytes_eq(&read_all(), &cluster.export(&name), "first read");
+    librbd_writes(&cluster, &name);
+    thread::sleep(Duration::from_millis(1200));
+    assert_bytes_eq(
+        &read_all(),
+        &cluster.export(&name),
+        "after rbd bench, reader",
+    );
+
+    // Writer: rbdfs takes the lock and caches; rbd bench takes it over.
+    {
+        let f = open_rw(&path);
+        f.write_all_at(&rng.bytes(MIB as usize), 3 * MIB).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert_bytes_eq(&read_all(), &cluster.export(&name), "after our write");
+    librbd_writes(&cluster, &name);
+    // No sleep: nothing read while we held the lock may be kept.
+    assert_bytes_eq(
+        &read_all(),
+        &cluster.export(&name),
+        "after rbd bench, writer",
+    );
 }

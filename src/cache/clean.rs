@@ -20,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use lru::LruCache;
 
@@ -36,6 +37,15 @@ struct CleanObject {
     /// Non-overlapping extents by offset in the object.
     extents: BTreeMap<u64, Arc<Vec<u8>>>,
     bytes: u64,
+    /// Read-ahead of a head other clients may be writing: trusted only
+    /// until then (None: until invalidated).
+    expires: Option<Instant>,
+}
+
+impl CleanObject {
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|t| Instant::now() >= t)
+    }
 }
 
 fn cost(v: &Vec<u8>) -> u64 {
@@ -157,6 +167,10 @@ impl Budget {
     /// The extent holding all of `[off, off+len)`, with its offset; marks
     /// the object recently used.
     pub fn lookup(&mut self, key: &Key, off: u64, len: u64) -> Option<(u64, Arc<Vec<u8>>)> {
+        if self.lru.peek(key)?.expired() {
+            self.remove_object(key);
+            return None;
+        }
         let obj = self.lru.get(key)?;
         let (&s, data) = obj.extents.range(..=off).next_back()?;
         (s + data.len() as u64 >= off + len).then(|| (s, data.clone()))
@@ -165,18 +179,28 @@ impl Budget {
     /// Whether `[start, end)` is held (without marking it used).
     pub fn covers(&self, key: &Key, start: u64, end: u64) -> bool {
         self.lru.peek(key).is_some_and(|obj| {
-            obj.extents
-                .range(..=start)
-                .next_back()
-                .is_some_and(|(&s, d)| s + d.len() as u64 >= end)
+            !obj.expired()
+                && obj
+                    .extents
+                    .range(..=start)
+                    .next_back()
+                    .is_some_and(|(&s, d)| s + d.len() as u64 >= end)
         })
     }
 
     /// Adds `data` (the bytes at `start`) in place of the extents it
     /// overlaps, first releasing `prepaid` reserved bytes. False (and
     /// nothing added) when it does not fit or one extent already holds
-    /// all of it.
-    pub fn insert(&mut self, key: Key, start: u64, data: Arc<Vec<u8>>, prepaid: u64) -> bool {
+    /// all of it. With `expires`, the whole object is trusted until then
+    /// at most.
+    pub fn insert(
+        &mut self,
+        key: Key,
+        start: u64,
+        data: Arc<Vec<u8>>,
+        prepaid: u64,
+        expires: Option<Instant>,
+    ) -> bool {
         self.unreserve(prepaid);
         let end = start + data.len() as u64;
         // Already held: what is held is as current (a write in between would
@@ -186,7 +210,20 @@ impl Budget {
             return false;
         }
         // Out of the LRU while we make room, so eviction cannot pick it.
-        let mut obj = self.lru.pop(&key).unwrap_or_default();
+        let mut obj = match self.lru.pop(&key) {
+            Some(obj) if obj.expired() => {
+                self.clean -= obj.bytes;
+                CleanObject::default()
+            }
+            Some(obj) => obj,
+            None => CleanObject {
+                expires,
+                ..Default::default()
+            },
+        };
+        if let Some(t) = expires {
+            obj.expires = Some(obj.expires.map_or(t, |old| old.min(t)));
+        }
         for s in overlapping(&obj.extents, start, end) {
             if let Some(old) = obj.extents.remove(&s) {
                 obj.bytes -= cost(&old);
@@ -267,10 +304,10 @@ mod tests {
     fn eviction_keeps_the_bound_and_order() {
         let mut b = Budget::new(3 * (1000 + ENTRY_OVERHEAD), 0);
         for o in 0..3 {
-            assert!(b.insert((1, 0, o), 0, Arc::new(vec![o as u8; 1000]), 0));
+            assert!(b.insert((1, 0, o), 0, Arc::new(vec![o as u8; 1000]), 0, None));
         }
         assert!(b.lookup(&(1, 0, 0), 10, 10).is_some()); // 0 is now recent
-        assert!(b.insert((1, 0, 3), 0, Arc::new(vec![3; 1000]), 0));
+        assert!(b.insert((1, 0, 3), 0, Arc::new(vec![3; 1000]), 0, None));
         assert!(b.covers(&(1, 0, 0), 0, 1000));
         assert!(!b.covers(&(1, 0, 1), 0, 1), "LRU object should be gone");
         assert!(b.used() <= b.capacity);
@@ -281,11 +318,11 @@ mod tests {
     fn insert_replaces_overlaps_and_patch_updates() {
         let mut b = Budget::new(1 << 20, 0);
         let k = (1, 0, 0);
-        b.insert(k, 0, Arc::new(vec![1; 100]), 0);
-        b.insert(k, 200, Arc::new(vec![2; 100]), 0);
-        b.insert(k, 50, Arc::new(vec![3; 100]), 0);
+        b.insert(k, 0, Arc::new(vec![1; 100]), 0, None);
+        b.insert(k, 200, Arc::new(vec![2; 100]), 0, None);
+        b.insert(k, 50, Arc::new(vec![3; 100]), 0, None);
         // Held already: not replaced by a smaller piece.
-        assert!(!b.insert(k, 60, Arc::new(vec![4; 10]), 0));
+        assert!(!b.insert(k, 60, Arc::new(vec![4; 10]), 0, None));
         assert!(!b.covers(&k, 0, 10));
         assert!(b.covers(&k, 50, 150));
         assert!(b.covers(&k, 200, 300));
@@ -310,11 +347,29 @@ mod tests {
     #[test]
     fn too_big_is_refused() {
         let mut b = Budget::new(1000, 0);
-        assert!(!b.insert((1, 0, 0), 0, Arc::new(vec![0; 1000]), 0));
+        assert!(!b.insert((1, 0, 0), 0, Arc::new(vec![0; 1000]), 0, None));
         assert_eq!(b.used(), 0);
         assert!(b.try_reserve(500));
         assert!(!b.try_reserve(501));
         b.unreserve(500);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn read_ahead_expires() {
+        let mut b = Budget::new(1 << 20, 0);
+        let (k, j) = ((1, 0, 0), (1, 0, 1));
+        let past = Instant::now() - std::time::Duration::from_millis(1);
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(b.insert(k, 0, Arc::new(vec![1; 100]), 0, Some(past)));
+        assert!(!b.covers(&k, 0, 100), "expired read-ahead is not held");
+        assert!(b.lookup(&k, 0, 10).is_none());
+        assert_eq!(b.clean, 0, "an expired object's bytes are released");
+        assert!(b.insert(j, 0, Arc::new(vec![2; 100]), 0, Some(later)));
+        assert!(b.lookup(&j, 0, 10).is_some());
+        // A permanent insert does not make a read-ahead object permanent.
+        assert!(b.insert(j, 100, Arc::new(vec![3; 100]), 0, None));
+        assert!(b.insert(j, 200, Arc::new(vec![4; 100]), 0, Some(past)));
+        assert!(!b.covers(&j, 0, 10), "the earliest deadline wins");
     }
 }

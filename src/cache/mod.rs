@@ -46,6 +46,10 @@
 //!   (or an object) and doubles per read up to `max_prefetch`. Objects a
 //!   sequential reader has finished are evicted first. Random reads never
 //!   start a prefetch, and a 4 KiB random read costs one 4 KiB RADOS read.
+//! - **A head others may write** (an exclusive-lock image whose lock we do
+//!   not hold, see [`ObjectIo::cache_head`]): nothing read on demand is
+//!   kept, and read-ahead is kept for `readahead_ttl` only, so a
+//!   sequential reader still has its reads in flight ahead of it.
 //! - **Threads**: a pool of `workers` I/O threads (prefetch, write-back)
 //!   and one flusher thread per mount; they end when the [`Cache`] is
 //!   dropped (after finishing what is queued). Reads and writes that miss
@@ -106,8 +110,10 @@ pub trait ObjectIo: Send + Sync {
     }
     /// Whether the head's data may be kept (clean) now. An image that
     /// other clients may write while we do not hold its exclusive lock
-    /// answers false then; its lock handover should also `write_back` and
-    /// `invalidate` the cache. Dirty data is kept regardless (it is ours).
+    /// answers false then (its read-ahead is then kept only for
+    /// `readahead_ttl`); its lock handover should also `write_back` and
+    /// `invalidate` the cache, and so should taking the lock. Dirty data
+    /// is kept regardless (it is ours).
     fn cache_head(&self) -> bool {
         true
     }
@@ -137,6 +143,9 @@ pub struct CacheConfig {
     pub max_prefetch: Option<u64>,
     /// I/O threads for prefetch and write-back, shared by all images.
     pub workers: usize,
+    /// How long read-ahead of a head that other clients may be writing
+    /// (we do not hold its exclusive lock) stays usable.
+    pub readahead_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -147,6 +156,7 @@ impl Default for CacheConfig {
             max_dirty_age: Duration::from_secs(1),
             max_prefetch: None,
             workers: 16,
+            readahead_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -241,6 +251,7 @@ struct Shared {
     max_dirty: u64,
     max_age: Duration,
     max_window: u64,
+    readahead_ttl: Duration,
     budget: Mutex<Budget>,
     /// Signalled whenever bytes leave the budget.
     space: Condvar,
@@ -328,6 +339,7 @@ impl Cache {
             max_dirty: config.dirty_limit(),
             max_age: config.max_dirty_age,
             max_window: config.prefetch_limit(),
+            readahead_ttl: config.readahead_ttl,
             budget: Mutex::new(Budget::new(config.capacity, config.dirty_limit())),
             space: Condvar::new(),
             counters: Counters::default(),

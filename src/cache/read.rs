@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use log::debug;
 use parking_lot::{Condvar, Mutex};
@@ -33,6 +34,8 @@ pub(super) struct Fill {
     /// Budget bytes set aside for it: its buffer and librados's (0 if
     /// there was no room; a demand read does not wait for room).
     pub(super) reserved: u64,
+    /// Read ahead of a reader (by the pool), not asked for by one.
+    pub(super) prefetch: bool,
     /// A write (or invalidation) since it started: its bytes may be old.
     pub(super) stale: AtomicBool,
     pub(super) state: Mutex<FillState>,
@@ -61,6 +64,7 @@ impl Fill {
             start,
             end,
             reserved,
+            prefetch: queued,
             stale: AtomicBool::new(false),
             state: Mutex::new(if queued {
                 FillState::Queued
@@ -240,10 +244,19 @@ impl ImageState {
             // Under the fills lock: a write that marks fills stale after
             // this point patches what we insert.
             let key = self.key(fill.snap, fill.object_no);
-            let keep = fill.snap != NOSNAP || self.io.cache_head();
-            self.shared.release(|b| match &data {
-                Some(d) if keep && !fill.stale.load(Ordering::SeqCst) => {
-                    b.insert(key, fill.start, d.clone(), fill.reserved);
+            // Kept: snapshots, and the head while no one else may write it.
+            // Otherwise only read-ahead is kept, for the reader it was made
+            // for and briefly, as if that reader had read it a moment ago.
+            let keep = if fill.snap != NOSNAP || self.io.cache_head() {
+                Some(None)
+            } else if fill.prefetch {
+                Some(Some(Instant::now() + self.shared.readahead_ttl))
+            } else {
+                None
+            };
+            self.shared.release(|b| match (&data, keep) {
+                (Some(d), Some(expires)) if !fill.stale.load(Ordering::SeqCst) => {
+                    b.insert(key, fill.start, d.clone(), fill.reserved, expires);
                 }
                 _ => b.unreserve(fill.reserved),
             });
@@ -404,9 +417,6 @@ impl ImageState {
     /// `snap` that are neither held nor being read; false if the budget ran
     /// out on the way.
     pub(super) fn prefetch(self: &Arc<Self>, snap: SnapId, from: u64, to: u64) -> bool {
-        if snap == NOSNAP && !self.io.cache_head() {
-            return true;
-        }
         let Some(size) = self.io.size_at(snap) else {
             return true;
         };

@@ -831,16 +831,41 @@ fn head_is_not_kept_while_others_may_write_it() {
     io.head.lock().insert(0, vec![1u8; 65536]);
     io.snapshot(7);
     io.cache_head.store(false, Ordering::SeqCst);
-    let img = Img::new(io.clone(), config(8 * MIB));
+    let mut cfg = config(8 * MIB);
+    cfg.readahead_ttl = Duration::from_millis(300);
+    let img = Img::new(io.clone(), cfg);
+    // Random (demand) reads of the head are never kept.
+    assert_eq!(img.read(0, 4)[..], [1; 4]);
+    assert_eq!(img.read(0, 4)[..], [1; 4]);
+    assert_eq!(
+        io.reads_of(NOSNAP, 0),
+        2,
+        "head data read on demand is not kept"
+    );
+    // A sequential reader still gets read-ahead: every object once.
     for i in 0..32 {
         img.read(i * 65536, 65536);
         img.read_at(7, i * 65536, 65536);
     }
-    assert_eq!(io.reads_of(NOSNAP, 0), 1);
-    assert_eq!(img.read(0, 4)[..], [1; 4]);
-    assert_eq!(io.reads_of(NOSNAP, 0), 2, "head data is not kept");
-    assert_eq!(io.reads_of(NOSNAP, 31), 1, "nor prefetched");
+    for o in 1..32 {
+        assert!(io.reads_of(NOSNAP, o) <= 1, "object {o} read twice");
+    }
+    assert!(img.ic.stats().prefetched_bytes > 0, "no read-ahead");
     assert!(io.reads_of(7, 31) <= 1, "snapshots are cached as ever");
+    // Read-ahead left over goes stale after readahead_ttl: a later read
+    // goes to RADOS again, where another client may have written.
+    let before = io.reads_of(NOSNAP, 31);
+    std::thread::sleep(Duration::from_millis(400));
+    img.read(31 * 65536, 16);
+    assert_eq!(
+        io.reads_of(NOSNAP, 31),
+        before + 1,
+        "stale read-ahead served"
+    );
+    // Snapshot data read on demand is kept regardless.
+    img.read_at(7, 200 * 65536, 16);
+    img.read_at(7, 200 * 65536, 16);
+    assert_eq!(io.reads_of(7, 200), 1, "snapshot data not kept");
     // Our own writes are still ours to read back.
     img.write(10, b"mine");
     assert_eq!(&img.read(10, 4), b"mine");

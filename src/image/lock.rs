@@ -41,6 +41,9 @@ pub trait HandoverHooks: Send + Sync {
     /// After it went: another client may write now, so clean data we hold
     /// of the head can go stale and is dropped.
     fn after_release(&self);
+    /// Once it is ours, before we say so: what we read of the head while
+    /// another client could write (read-ahead) is dropped.
+    fn before_owning(&self);
 }
 
 pub struct ExclusiveLock {
@@ -284,6 +287,9 @@ impl ExclusiveLock {
                 &unlock_input(RBD_LOCK_NAME, &cookie),
             );
             return Err(e);
+        }
+        if let Some(hooks) = self.hooks.lock().as_ref() {
+            hooks.before_owning();
         }
         *self.state.lock() = State::Locked(cookie);
         self.changed.notify_all();

@@ -47,7 +47,8 @@ impl std::fmt::Debug for Image {
 }
 
 /// Around a lock handover: what we acknowledged goes out before, and
-/// what we cached of the head is forgotten after (others write now).
+/// what we cached of the head is forgotten after (others write now); and
+/// when we take the lock, read-ahead made while others could write goes.
 struct CacheHandover(std::sync::Weak<Image>);
 
 impl lock::HandoverHooks for CacheHandover {
@@ -62,6 +63,10 @@ impl lock::HandoverHooks for CacheHandover {
         if let Some(image) = self.0.upgrade() {
             image.cache.invalidate();
         }
+    }
+
+    fn before_owning(&self) {
+        self.after_release()
     }
 }
 
