@@ -47,7 +47,7 @@ EOF
 size_arg=2G
 runtime=30
 cache_mib=64
-format=1
+format=2
 cluster_dir=/var/tmp/rbdfs-bench
 keep_cluster=0
 keep_logs=0
