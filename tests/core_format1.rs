@@ -9,21 +9,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{FileExt, symlink};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const MIB: u64 = 1 << 20;
-
-fn open_rw(p: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(p)
-        .unwrap_or_else(|e| panic!("open {} rw: {e}", p.display()))
-}
 
 /// Checks the whole file plus a few unaligned windows and the end-of-image
 /// behaviour against `data`.

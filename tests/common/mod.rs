@@ -721,6 +721,15 @@ impl Drop for Mount {
     }
 }
 
+/// Opens an image file for reading and writing, panicking with the path.
+pub fn open_rw(p: &Path) -> File {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .unwrap_or_else(|e| panic!("open {} rw: {e}", p.display()))
+}
+
 /// Pids of processes whose command line contains `needle` as one argument
 /// (finds a daemonised rbdfs by its mountpoint).
 pub fn pids_with_arg(needle: &Path) -> Vec<u32> {
