@@ -6,14 +6,21 @@
 //! snapshot files). `touch /.snap/IMAGE/NAME` creates snapshot NAME and
 //! `rm` removes it.
 
+mod attrs;
+mod handles;
+mod inodes;
+mod tree;
+mod usage;
+mod xattrs;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
@@ -21,11 +28,15 @@ use fuser::{
 use log::{debug, warn};
 use parking_lot::Mutex;
 
+use self::handles::Handle;
+use self::inodes::{Inodes, Node, ROOT, SNAP_ROOT};
+use self::usage::UsageState;
+use self::xattrs::reply_xattr;
 use crate::format::valid_file_name;
 use crate::image::admin::CreateOptions;
 use crate::image::{Image, ImageError, Seek};
 use crate::pool::Pool;
-use crate::store::{NOSNAP, SnapId, Usage};
+use crate::store::NOSNAP;
 
 /// Name of the directory that holds the snapshots.
 pub const SNAP_DIR: &str = ".snap";
@@ -33,87 +44,6 @@ pub const SNAP_DIR: &str = ".snap";
 /// How long the kernel may cache names and attributes. Short, because
 /// other clients resize images and take snapshots.
 const TTL: Duration = Duration::from_secs(1);
-
-const ROOT: u64 = 1;
-const SNAP_ROOT: u64 = 2;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Node {
-    Root,
-    SnapRoot,
-    Image(String),
-    SnapDir(String),
-    Snap(String, String),
-}
-
-/// Inode numbers for names, stable for the life of the mount.
-struct Inodes {
-    by_node: HashMap<Node, u64>,
-    by_ino: HashMap<u64, Node>,
-    next: u64,
-}
-
-impl Inodes {
-    fn new() -> Inodes {
-        let mut t = Inodes {
-            by_node: HashMap::new(),
-            by_ino: HashMap::new(),
-            next: 3,
-        };
-        t.by_node.insert(Node::Root, ROOT);
-        t.by_ino.insert(ROOT, Node::Root);
-        t.by_node.insert(Node::SnapRoot, SNAP_ROOT);
-        t.by_ino.insert(SNAP_ROOT, Node::SnapRoot);
-        t
-    }
-
-    /// After `rbd rename`-ing image `old` to `new`: the kernel keeps the
-    /// inodes it has (the renamed dentry points at the old number), so the
-    /// numbers must follow the names, including the `.snap` tree's.
-    fn rename_image(&mut self, old: &str, new: &str) {
-        let moved: Vec<(Node, Node)> = self
-            .by_node
-            .keys()
-            .filter_map(|n| {
-                let renamed = match n {
-                    Node::Image(i) if i == old => Node::Image(new.to_string()),
-                    Node::SnapDir(i) if i == old => Node::SnapDir(new.to_string()),
-                    Node::Snap(i, s) if i == old => Node::Snap(new.to_string(), s.clone()),
-                    _ => return None,
-                };
-                Some((n.clone(), renamed))
-            })
-            .collect();
-        for (from, to) in moved {
-            if let Some(ino) = self.by_node.remove(&from) {
-                if let Some(stale) = self.by_node.insert(to.clone(), ino) {
-                    self.by_ino.remove(&stale);
-                }
-                self.by_ino.insert(ino, to);
-            }
-        }
-    }
-
-    fn ino(&mut self, node: Node) -> u64 {
-        if let Some(&ino) = self.by_node.get(&node) {
-            return ino;
-        }
-        let ino = self.next;
-        self.next += 1;
-        self.by_node.insert(node.clone(), ino);
-        self.by_ino.insert(ino, node);
-        ino
-    }
-}
-
-/// An open file: the image and the snap id it reads at (NOSNAP: the head).
-struct Handle {
-    image: Arc<Image>,
-    snap: SnapId,
-    /// Opened by creating the image: writes past the end grow it, so
-    /// `cp`/`dd` into a new name work. Other handles never grow an image.
-    grows: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
@@ -134,13 +64,6 @@ pub struct RbdFs {
     usage_state: Arc<Mutex<UsageState>>,
 }
 
-/// The last cluster usage seen, and whether a query is outstanding.
-#[derive(Default)]
-struct UsageState {
-    last: Option<(std::time::Instant, Usage)>,
-    asking: bool,
-}
-
 fn errno_of(what: &str, e: &ImageError) -> Errno {
     if e.is_expected() {
         debug!("{what}: {e}");
@@ -148,17 +71,6 @@ fn errno_of(what: &str, e: &ImageError) -> Errno {
         warn!("{what}: {e}");
     }
     Errno::from_i32(e.errno())
-}
-
-/// getxattr/listxattr protocol: size 0 asks for the length.
-fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() <= size as usize {
-        reply.data(value);
-    } else {
-        reply.error(Errno::ERANGE);
-    }
 }
 
 fn name_str(name: &OsStr) -> Option<&str> {
@@ -178,39 +90,6 @@ impl RbdFs {
         }
     }
 
-    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
-        self.inodes
-            .lock()
-            .by_ino
-            .get(&ino.0)
-            .cloned()
-            .ok_or(Errno::ENOENT)
-    }
-
-    fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
-            crtime: self.mounted_at,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.opts.uid,
-            gid: self.opts.gid,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        }
-    }
-
-    fn dir_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o755, 0)
-    }
-
     /// Opens (or refreshes) the image behind a name; a corrupt or vanished
     /// image is dropped from the cache so the next use tries afresh.
     fn image(&self, name: &str) -> Result<Arc<Image>, Errno> {
@@ -218,312 +97,6 @@ impl RbdFs {
             self.pool.forget(name);
             errno_of(&format!("open {name}"), &e)
         })
-    }
-
-    /// Attributes of a node, reading image headers as needed.
-    fn node_attr(&self, ino: u64, node: &Node) -> Result<FileAttr, Errno> {
-        match node {
-            Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
-            Node::SnapDir(name) => {
-                self.image(name)?;
-                Ok(self.dir_attr(ino))
-            }
-            Node::Image(name) => {
-                let image = self.image(name)?;
-                let info = image.info();
-                let writable = !self.opts.read_only && info.read_only.is_none();
-                let perm = if writable { 0o644 } else { 0o444 };
-                let mut attr = self.attr(ino, FileType::RegularFile, perm, info.size);
-                attr.blocks = self.blocks(&image, NOSNAP, info.size);
-                // cp, dd and friends size their buffers by st_blksize.
-                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
-                Ok(attr)
-            }
-            Node::Snap(name, snap) => {
-                let image = self.image(name)?;
-                let info = image.info();
-                let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
-                let mut attr = self.attr(ino, FileType::RegularFile, 0o444, s.size);
-                attr.blocks = self.blocks(&image, s.id, s.size);
-                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
-                Ok(attr)
-            }
-        }
-    }
-
-    /// `st_blocks`: what the objects hold, so `cp --sparse` and `du` see
-    /// the holes; the full size if it cannot be told.
-    fn blocks(&self, image: &Image, snap: SnapId, size: u64) -> u64 {
-        image.allocated(snap).unwrap_or(size).div_ceil(512)
-    }
-
-    fn lookup_node(&self, parent: &Node, name: &str) -> Result<Node, Errno> {
-        match parent {
-            Node::Root if name == SNAP_DIR => Ok(Node::SnapRoot),
-            Node::Root => Ok(Node::Image(name.to_string())),
-            Node::SnapRoot => Ok(Node::SnapDir(name.to_string())),
-            Node::SnapDir(image) => Ok(Node::Snap(image.clone(), name.to_string())),
-            _ => Err(Errno::ENOTDIR),
-        }
-    }
-
-    fn entry(&self, node: Node) -> Result<FileAttr, Errno> {
-        let ino = self.inodes.lock().ino(node.clone());
-        self.node_attr(ino, &node)
-    }
-
-    fn handle(&self, fh: FileHandle) -> Result<(Arc<Image>, SnapId), Errno> {
-        self.handles
-            .lock()
-            .get(&fh.0)
-            .map(|h| (h.image.clone(), h.snap))
-            .ok_or(Errno::EBADF)
-    }
-
-    fn grows(&self, fh: FileHandle) -> bool {
-        self.handles.lock().get(&fh.0).is_some_and(|h| h.grows)
-    }
-
-    /// `touch`/`open(O_CREAT)` in the root: a new, empty image made as
-    /// `rbd create` makes it (format and features from the mount options).
-    fn create_image(&self, name: &OsStr) -> Result<(FileAttr, FileHandle, FopenFlags), Errno> {
-        let name = name_str(name).ok_or(Errno::EINVAL)?;
-        if name == SNAP_DIR {
-            return Err(Errno::EEXIST);
-        }
-        let image = self
-            .pool
-            .create(name, &self.opts.create)
-            .map_err(|e| errno_of(&format!("create {name}"), &e))?;
-        let node = Node::Image(name.to_string());
-        let ino = self.inodes.lock().ino(node.clone());
-        let attr = self.node_attr(ino, &node)?;
-        let fh = self.add_handle_with(image, NOSNAP, true);
-        Ok((
-            attr,
-            fh,
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
-        ))
-    }
-
-    /// `rm` in the root: the image goes as `rbd rm` takes it. Refused while
-    /// one of its files is open here, or it has snapshots (ENOTEMPTY), or
-    /// another client uses it (EBUSY).
-    fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
-        let name = name_str(name).ok_or(Errno::ENOENT)?;
-        if name == SNAP_DIR {
-            return Err(Errno::EPERM);
-        }
-        if self.is_open(name) {
-            return Err(Errno::EBUSY);
-        }
-        self.pool
-            .remove(name)
-            .map_err(|e| errno_of(&format!("remove {name}"), &e))
-    }
-
-    /// Whether a file of image `name` (head or snapshot) is open.
-    fn is_open(&self, name: &str) -> bool {
-        self.handles.lock().values().any(|h| h.image.name() == name)
-    }
-
-    fn flush_handle(&self, fh: FileHandle) -> Result<(), Errno> {
-        let (image, snap) = self.handle(fh)?;
-        if snap != NOSNAP {
-            return Ok(());
-        }
-        image.flush().map_err(|e| {
-            // As the kernel reports failed write-back of dirty pages: EIO,
-            // except for a full pool or quota, which the user can act on.
-            match errno_of(&format!("flush {}", image.name()), &e) {
-                e if e == Errno::ENOSPC || e == Errno::EDQUOT => e,
-                _ => Errno::EIO,
-            }
-        })
-    }
-
-    /// The cache's counters, for operators (`getfattr -n user.rbdfs.cache
-    /// MOUNTPOINT`) and for tests that check its bounds.
-    fn cache_report(&self) -> String {
-        let s = self.pool.cache_stats();
-        format!(
-            "capacity={} clean={} dirty={} reserved={} writing={} peak={} hits={} joined={} \
-             misses={} prefetched={} written_back={} writeback_errors={} dirty_waits={}",
-            s.capacity,
-            s.clean_bytes,
-            s.dirty_bytes,
-            s.reserved_bytes,
-            s.writing_bytes,
-            s.peak_bytes,
-            s.hits,
-            s.joined,
-            s.misses,
-            s.prefetched_bytes,
-            s.written_back_bytes,
-            s.writeback_errors,
-            s.dirty_waits
-        )
-    }
-
-    /// `user.rbd.*` attributes: what `rbd info` says about the image.
-    fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, String)>, Errno> {
-        let (name, snap) = match node {
-            Node::Image(name) => (name, None),
-            Node::Snap(name, snap) => (name, Some(snap)),
-            Node::Root => return Ok(vec![("user.rbdfs.cache", self.cache_report())]),
-            _ => return Ok(Vec::new()),
-        };
-        let info = self.image(name)?.info();
-        let mut out = vec![
-            ("user.rbd.format", info.format.to_string()),
-            ("user.rbd.order", info.order.to_string()),
-            ("user.rbd.object_size", info.layout.object_size.to_string()),
-            ("user.rbd.object_prefix", info.object_prefix.clone()),
-        ];
-        if let Some(id) = &info.id {
-            out.push(("user.rbd.id", id.clone()));
-            out.push((
-                "user.rbd.features",
-                crate::format::v2::feature_names(info.features).join(","),
-            ));
-        }
-        if !info.layout.is_plain() {
-            out.push(("user.rbd.stripe_unit", info.layout.stripe_unit.to_string()));
-            out.push((
-                "user.rbd.stripe_count",
-                info.layout.stripe_count.to_string(),
-            ));
-        }
-        if let Some(pool) = info.data_pool {
-            out.push(("user.rbd.data_pool_id", pool.to_string()));
-        }
-        if let Some(p) = &info.parent {
-            out.push((
-                "user.rbd.parent",
-                format!(
-                    "pool {} image {} snap {} overlap {}",
-                    p.spec.pool_id, p.spec.image_id, p.spec.snap_id, p.overlap
-                ),
-            ));
-        }
-        if let Some(reason) = &info.read_only {
-            out.push(("user.rbd.read_only", reason.clone()));
-        }
-        if let Some(snap) = snap {
-            let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
-            out.push(("user.rbd.snap_id", s.id.to_string()));
-        }
-        Ok(out)
-    }
-
-    /// Cluster usage for statfs, which must never hang: `umount` and `df`
-    /// call it, and a cluster without a manager never answers the monitor's
-    /// statfs. Asked on a helper thread, waited for briefly; otherwise the
-    /// last answer (or zeros) is given.
-    fn usage(&self) -> Usage {
-        const WAIT: Duration = Duration::from_secs(2);
-        const FRESH: Duration = Duration::from_secs(10);
-        let (last, asked) = {
-            let state = self.usage_state.lock();
-            (state.last, state.asking)
-        };
-        if let Some((at, u)) = last
-            && at.elapsed() < FRESH
-        {
-            return u;
-        }
-        let fallback = last.map(|(_, u)| u).unwrap_or_default();
-        if asked {
-            return fallback;
-        }
-        self.usage_state.lock().asking = true;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let pool = self.pool.clone();
-        let state = self.usage_state.clone();
-        std::thread::spawn(move || {
-            let result = pool.store().usage();
-            let mut st = state.lock();
-            st.asking = false;
-            match result {
-                Ok(u) => {
-                    st.last = Some((std::time::Instant::now(), u));
-                    let _ = tx.send(u);
-                }
-                Err(e) => warn!("statfs: {e}"),
-            }
-        });
-        rx.recv_timeout(WAIT).unwrap_or(fallback)
-    }
-
-    fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
-        self.add_handle_with(image, snap, false)
-    }
-
-    fn add_handle_with(&self, image: Arc<Image>, snap: SnapId, grows: bool) -> FileHandle {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .insert(fh, Handle { image, snap, grows });
-        FileHandle(fh)
-    }
-
-    /// Entries of a directory: (inode, type, name), without `.`/`..`.
-    fn list(&self, node: &Node) -> Result<Vec<(u64, FileType, String)>, Errno> {
-        let mut out = Vec::new();
-        let add = |node: Node, kind: FileType, name: String, out: &mut Vec<_>| {
-            let ino = self.inodes.lock().ino(node);
-            out.push((ino, kind, name));
-        };
-        match node {
-            Node::Root | Node::SnapRoot => {
-                if *node == Node::Root {
-                    out.push((SNAP_ROOT, FileType::Directory, SNAP_DIR.to_string()));
-                }
-                let names = self.pool.list().map_err(|e| {
-                    warn!("listing images: {e}");
-                    Errno::EIO
-                })?;
-                for name in names {
-                    if name == SNAP_DIR {
-                        warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
-                        continue;
-                    }
-                    if *node == Node::Root {
-                        add(
-                            Node::Image(name.clone()),
-                            FileType::RegularFile,
-                            name,
-                            &mut out,
-                        );
-                    } else {
-                        add(
-                            Node::SnapDir(name.clone()),
-                            FileType::Directory,
-                            name,
-                            &mut out,
-                        );
-                    }
-                }
-            }
-            Node::SnapDir(image) => {
-                let info = self
-                    .image(image)?
-                    .current_info()
-                    .map_err(|e| errno_of(image, &e))?;
-                for s in &info.snapshots {
-                    if valid_file_name(&s.name) {
-                        add(
-                            Node::Snap(image.clone(), s.name.clone()),
-                            FileType::RegularFile,
-                            s.name.clone(),
-                            &mut out,
-                        );
-                    }
-                }
-            }
-            _ => return Err(Errno::ENOTDIR),
-        }
-        Ok(out)
     }
 }
 

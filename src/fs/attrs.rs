@@ -1,0 +1,71 @@
+//! File attributes (`stat`) of the tree's nodes.
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+
+use super::RbdFs;
+use super::inodes::Node;
+use crate::image::Image;
+use crate::store::{NOSNAP, SnapId};
+
+impl RbdFs {
+    pub(super) fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.mounted_at,
+            mtime: self.mounted_at,
+            ctime: self.mounted_at,
+            crtime: self.mounted_at,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    pub(super) fn dir_attr(&self, ino: u64) -> FileAttr {
+        self.attr(ino, FileType::Directory, 0o755, 0)
+    }
+
+    /// Attributes of a node, reading image headers as needed.
+    pub(super) fn node_attr(&self, ino: u64, node: &Node) -> Result<FileAttr, Errno> {
+        match node {
+            Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
+            Node::SnapDir(name) => {
+                self.image(name)?;
+                Ok(self.dir_attr(ino))
+            }
+            Node::Image(name) => {
+                let image = self.image(name)?;
+                let info = image.info();
+                let writable = !self.opts.read_only && info.read_only.is_none();
+                let perm = if writable { 0o644 } else { 0o444 };
+                let mut attr = self.attr(ino, FileType::RegularFile, perm, info.size);
+                attr.blocks = self.blocks(&image, NOSNAP, info.size);
+                // cp, dd and friends size their buffers by st_blksize.
+                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
+                Ok(attr)
+            }
+            Node::Snap(name, snap) => {
+                let image = self.image(name)?;
+                let info = image.info();
+                let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
+                let mut attr = self.attr(ino, FileType::RegularFile, 0o444, s.size);
+                attr.blocks = self.blocks(&image, s.id, s.size);
+                attr.blksize = info.layout.object_size.min(1 << 22) as u32;
+                Ok(attr)
+            }
+        }
+    }
+
+    /// `st_blocks`: what the objects hold, so `cp --sparse` and `du` see
+    /// the holes; the full size if it cannot be told.
+    pub(super) fn blocks(&self, image: &Image, snap: SnapId, size: u64) -> u64 {
+        image.allocated(snap).unwrap_or(size).div_ceil(512)
+    }
+}

@@ -1,0 +1,70 @@
+//! Open files: the handle table, and flushing a handle's writes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use fuser::{Errno, FileHandle};
+
+use super::{RbdFs, errno_of};
+use crate::image::Image;
+use crate::store::{NOSNAP, SnapId};
+
+/// An open file: the image and the snap id it reads at (NOSNAP: the head).
+pub(super) struct Handle {
+    image: Arc<Image>,
+    snap: SnapId,
+    /// Opened by creating the image: writes past the end grow it, so
+    /// `cp`/`dd` into a new name work. Other handles never grow an image.
+    grows: bool,
+}
+
+impl RbdFs {
+    pub(super) fn handle(&self, fh: FileHandle) -> Result<(Arc<Image>, SnapId), Errno> {
+        self.handles
+            .lock()
+            .get(&fh.0)
+            .map(|h| (h.image.clone(), h.snap))
+            .ok_or(Errno::EBADF)
+    }
+
+    pub(super) fn grows(&self, fh: FileHandle) -> bool {
+        self.handles.lock().get(&fh.0).is_some_and(|h| h.grows)
+    }
+
+    /// Whether a file of image `name` (head or snapshot) is open.
+    pub(super) fn is_open(&self, name: &str) -> bool {
+        self.handles.lock().values().any(|h| h.image.name() == name)
+    }
+
+    pub(super) fn flush_handle(&self, fh: FileHandle) -> Result<(), Errno> {
+        let (image, snap) = self.handle(fh)?;
+        if snap != NOSNAP {
+            return Ok(());
+        }
+        image.flush().map_err(|e| {
+            // As the kernel reports failed write-back of dirty pages: EIO,
+            // except for a full pool or quota, which the user can act on.
+            match errno_of(&format!("flush {}", image.name()), &e) {
+                e if e == Errno::ENOSPC || e == Errno::EDQUOT => e,
+                _ => Errno::EIO,
+            }
+        })
+    }
+
+    pub(super) fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
+        self.add_handle_with(image, snap, false)
+    }
+
+    pub(super) fn add_handle_with(
+        &self,
+        image: Arc<Image>,
+        snap: SnapId,
+        grows: bool,
+    ) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .insert(fh, Handle { image, snap, grows });
+        FileHandle(fh)
+    }
+}

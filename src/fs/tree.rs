@@ -1,0 +1,138 @@
+//! The tree of names: resolving inodes and names to nodes, listing
+//! directories, and creating and removing images in the root.
+
+use std::ffi::OsStr;
+
+use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo};
+use log::warn;
+
+use super::inodes::{Node, SNAP_ROOT};
+use super::{RbdFs, SNAP_DIR, errno_of, name_str};
+use crate::format::valid_file_name;
+use crate::store::NOSNAP;
+
+impl RbdFs {
+    pub(super) fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+        self.inodes
+            .lock()
+            .by_ino
+            .get(&ino.0)
+            .cloned()
+            .ok_or(Errno::ENOENT)
+    }
+
+    pub(super) fn lookup_node(&self, parent: &Node, name: &str) -> Result<Node, Errno> {
+        match parent {
+            Node::Root if name == SNAP_DIR => Ok(Node::SnapRoot),
+            Node::Root => Ok(Node::Image(name.to_string())),
+            Node::SnapRoot => Ok(Node::SnapDir(name.to_string())),
+            Node::SnapDir(image) => Ok(Node::Snap(image.clone(), name.to_string())),
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    pub(super) fn entry(&self, node: Node) -> Result<FileAttr, Errno> {
+        let ino = self.inodes.lock().ino(node.clone());
+        self.node_attr(ino, &node)
+    }
+
+    /// `touch`/`open(O_CREAT)` in the root: a new, empty image made as
+    /// `rbd create` makes it (format and features from the mount options).
+    pub(super) fn create_image(
+        &self,
+        name: &OsStr,
+    ) -> Result<(FileAttr, FileHandle, FopenFlags), Errno> {
+        let name = name_str(name).ok_or(Errno::EINVAL)?;
+        if name == SNAP_DIR {
+            return Err(Errno::EEXIST);
+        }
+        let image = self
+            .pool
+            .create(name, &self.opts.create)
+            .map_err(|e| errno_of(&format!("create {name}"), &e))?;
+        let node = Node::Image(name.to_string());
+        let ino = self.inodes.lock().ino(node.clone());
+        let attr = self.node_attr(ino, &node)?;
+        let fh = self.add_handle_with(image, NOSNAP, true);
+        Ok((
+            attr,
+            fh,
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        ))
+    }
+
+    /// `rm` in the root: the image goes as `rbd rm` takes it. Refused while
+    /// one of its files is open here, or it has snapshots (ENOTEMPTY), or
+    /// another client uses it (EBUSY).
+    pub(super) fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
+        let name = name_str(name).ok_or(Errno::ENOENT)?;
+        if name == SNAP_DIR {
+            return Err(Errno::EPERM);
+        }
+        if self.is_open(name) {
+            return Err(Errno::EBUSY);
+        }
+        self.pool
+            .remove(name)
+            .map_err(|e| errno_of(&format!("remove {name}"), &e))
+    }
+
+    /// Entries of a directory: (inode, type, name), without `.`/`..`.
+    pub(super) fn list(&self, node: &Node) -> Result<Vec<(u64, FileType, String)>, Errno> {
+        let mut out = Vec::new();
+        let add = |node: Node, kind: FileType, name: String, out: &mut Vec<_>| {
+            let ino = self.inodes.lock().ino(node);
+            out.push((ino, kind, name));
+        };
+        match node {
+            Node::Root | Node::SnapRoot => {
+                if *node == Node::Root {
+                    out.push((SNAP_ROOT, FileType::Directory, SNAP_DIR.to_string()));
+                }
+                let names = self.pool.list().map_err(|e| {
+                    warn!("listing images: {e}");
+                    Errno::EIO
+                })?;
+                for name in names {
+                    if name == SNAP_DIR {
+                        warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
+                        continue;
+                    }
+                    if *node == Node::Root {
+                        add(
+                            Node::Image(name.clone()),
+                            FileType::RegularFile,
+                            name,
+                            &mut out,
+                        );
+                    } else {
+                        add(
+                            Node::SnapDir(name.clone()),
+                            FileType::Directory,
+                            name,
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            Node::SnapDir(image) => {
+                let info = self
+                    .image(image)?
+                    .current_info()
+                    .map_err(|e| errno_of(image, &e))?;
+                for s in &info.snapshots {
+                    if valid_file_name(&s.name) {
+                        add(
+                            Node::Snap(image.clone(), s.name.clone()),
+                            FileType::RegularFile,
+                            s.name.clone(),
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            _ => return Err(Errno::ENOTDIR),
+        }
+        Ok(out)
+    }
+}
