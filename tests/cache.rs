@@ -555,3 +555,78 @@ fn another_clients_writes_are_seen() {
         "after rbd bench, writer",
     );
 }
+
+/// `rbd snap create` by another client gets what rbdfs acknowledged (as
+/// librbd flushes its own cache): without exclusive-lock, rbdfs writes back
+/// when `rbd` quiesces it; with it, rbdfs took the lock at the write and
+/// writes back when `rbd` asks for the lock.
+fn snapshot_by_another_client(features: &str) {
+    let _serial = serial();
+    let Some(cluster) = Cluster::get() else {
+        return;
+    };
+    let mut scratch = Scratch::new(&cluster);
+    let mut purge = SnapPurge::new(&cluster);
+    let name = purge.add(scratch.name("quiesce"));
+    cluster.rbd(&[
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        features,
+        &spec(&name),
+    ]);
+    let (_rados, pool) = cluster.librados();
+    let mount = Mount::new(&cluster, &["-o", HOLD]);
+    let path = mount.path(&name);
+    // The writer is a process of its own (perl, which Debian always has),
+    // and this process holds no descriptor of the file: `rbd snap create`
+    // below must not get a copy whose close would flush the file (see
+    // `SERIAL`), and the writer itself must not dup or close it (a shell's
+    // redirections do both).
+    let mut writer = Command::new("perl")
+        .arg("-e")
+        .arg(
+            r#"open(my $f, "+<", $ARGV[0]) or die "open: $!";
+               syswrite($f, " " x 65536) == 65536 or die "write: $!";
+               $| = 1; print "written\n"; <STDIN>;"#,
+        )
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn perl");
+    let mut line = String::new();
+    io::BufRead::read_line(
+        &mut io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "written", "writer: {line:?}\n{}", mount.log());
+    let spaces = vec![b' '; 65536];
+    assert_on_rados(&pool, &name, 0, &vec![0u8; 65536], "before the snapshot");
+
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@theirs"))]);
+    assert_exported(
+        &cluster,
+        &format!("{name}@theirs"),
+        0,
+        &spaces,
+        "their snapshot",
+    );
+
+    drop(writer.stdin.take());
+    let st = writer.wait().unwrap();
+    assert!(st.success(), "writer: {st}");
+    assert_exported(&cluster, &name, 0, &spaces, "head");
+}
+
+#[test]
+fn snapshot_by_another_client_takes_acknowledged_writes() {
+    snapshot_by_another_client("layering");
+}
+
+#[test]
+fn snapshot_by_another_client_takes_acknowledged_writes_exclusive_lock() {
+    snapshot_by_another_client("layering,exclusive-lock,object-map,fast-diff");
+}

@@ -19,7 +19,9 @@ use super::header::{self, HeaderRef};
 use super::info::{ImageError, ImageInfo, ImageResult};
 use super::lock::ExclusiveLock;
 use crate::cache::ObjectIo;
-use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NotifyMessage};
+use crate::format::v2::{
+    FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NOTIFY_OP_QUIESCE, NotifyMessage,
+};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError, WatchEvent, WatchGuard};
 
@@ -51,7 +53,18 @@ pub struct ImageCore {
     pub(super) lock: Option<Arc<ExclusiveLock>>,
     /// The watch broke: re-watch (and re-take the lock) at the next refresh.
     watch_broken: Arc<AtomicBool>,
+    /// Writes back the cache when another client quiesces the image before
+    /// taking a snapshot (`rbd snap create`), as librbd flushes its own.
+    quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
 }
+
+/// See `ImageCore::set_quiesce_hook`.
+pub type QuiesceHook = Arc<dyn Fn() + Send + Sync>;
+
+/// How long a quiesce request may wait for our write-back: `rbd snap
+/// create` fails if a watcher does not answer in time, so past this the
+/// snapshot goes ahead without what is still being written.
+const QUIESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ImageCore {
     /// Opens image `name` of this pool (format 2 or 1).
@@ -100,6 +113,7 @@ impl ImageCore {
             depth,
             lock,
             watch_broken: Arc::new(AtomicBool::new(false)),
+            quiesce_hook: Arc::new(Mutex::new(None)),
         };
         core.ensure_watch();
         Ok(core)
@@ -128,6 +142,7 @@ impl ImageCore {
         let broken = self.watch_broken.clone();
         let name = self.name.clone();
         let lock = self.lock.clone();
+        let quiesce_hook = self.quiesce_hook.clone();
         let callback = Box::new(move |event: WatchEvent<'_>| match event {
             WatchEvent::Error(e) => {
                 warn!(
@@ -143,6 +158,11 @@ impl ImageCore {
                 if matches!(msg, NotifyMessage::HeaderUpdate) {
                     stale.store(true, Ordering::SeqCst);
                 }
+                if matches!(msg, NotifyMessage::Other(NOTIFY_OP_QUIESCE))
+                    && let Some(hook) = quiesce_hook.lock().clone()
+                {
+                    quiesce(&name, hook);
+                }
                 match &lock {
                     Some(lock) => lock.handle_notify(&msg),
                     None => Vec::new(),
@@ -156,6 +176,12 @@ impl ImageCore {
                 self.stale.store(true, Ordering::SeqCst);
             }
         }
+    }
+
+    /// What to run (write back the cache) when another client quiesces the
+    /// image before a snapshot.
+    pub(super) fn set_quiesce_hook(&self, hook: QuiesceHook) {
+        *self.quiesce_hook.lock() = Some(hook);
     }
 
     /// Re-reads the header now.
@@ -382,6 +408,30 @@ impl ObjectIo for ImageCore {
 
     fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// Runs the quiesce hook on its own thread (it may need the exclusive
+/// lock, whose notifications this watch thread must stay free to answer)
+/// and waits for it at most `QUIESCE_WAIT`.
+fn quiesce(name: &str, hook: QuiesceHook) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("rbdfs-quiesce".into())
+        .spawn(move || {
+            hook();
+            let _ = done_tx.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            if done_rx.recv_timeout(QUIESCE_WAIT).is_err() {
+                warn!(
+                    "image {name}: write-back for another client's snapshot still running after \
+                     {QUIESCE_WAIT:?}; the snapshot may miss it"
+                );
+            }
+        }
+        Err(e) => warn!("image {name}: cannot write back for a snapshot: {e}"),
     }
 }
 

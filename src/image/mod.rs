@@ -87,6 +87,16 @@ impl Image {
         if let Some(lock) = &image.core.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
         }
+        // Another client's `rbd snap create` quiesces us first: what we
+        // acknowledged goes into its snapshot, as librbd's cache would.
+        let weak = Arc::downgrade(&image);
+        image.core.set_quiesce_hook(Arc::new(move || {
+            if let Some(image) = weak.upgrade()
+                && let Err(e) = image.write_back()
+            {
+                warn!("image {}: write-back for a snapshot: {e}", image.name());
+            }
+        }));
         Ok(image)
     }
 
@@ -236,8 +246,17 @@ impl Image {
     /// anything when the range runs past the image's end.
     pub fn write(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
         let _gate = self.io_gate.read();
-        let info = self.current_info()?;
+        let mut info = self.current_info()?;
         self.check_writable(&info)?;
+        // As librbd: an exclusive-lock image is ours before a write to it
+        // is acknowledged, so another client's snapshot or lock request
+        // comes to us, and we write the data back first. (Not held while
+        // the cache takes the data: a writer waiting for dirty room must
+        // not keep a hand-over from finishing.)
+        if let Some((_, true)) = self.header_owner(&info)? {
+            // The previous owner may have changed the header.
+            info = self.refresh()?;
+        }
         let len = data.len() as u64;
         if offset.checked_add(len).is_none_or(|end| end > info.size) {
             return Err(ImageError::PastEnd {
