@@ -7,9 +7,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
+use common::json::Json;
 use common::*;
 use parking_lot::Mutex;
 use rbdfs::format::v2::{
@@ -25,159 +26,6 @@ use rbdfs::store::{
 
 const MIB: u64 = 1 << 20;
 const DATA_POOL: &str = "rbd-data";
-
-// ---------------------------------------------------------------------------
-// Minimal JSON reader for `--format json` (no serde here)
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn parse(text: &str) -> Json {
-        let mut p = JsonParser {
-            b: text.trim().as_bytes(),
-            i: 0,
-        };
-        let v = p.value();
-        assert_eq!(p.i, p.b.len(), "trailing bytes in JSON {text:?}");
-        v
-    }
-
-    fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.get(key),
-            _ => None,
-        }
-    }
-
-    fn at(&self, key: &str) -> &Json {
-        self.get(key)
-            .unwrap_or_else(|| panic!("no {key:?} in {self:?}"))
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            v => panic!("not a string: {v:?}"),
-        }
-    }
-
-    fn u64(&self) -> u64 {
-        match self {
-            Json::Num(n) => n.parse().unwrap(),
-            v => panic!("not a number: {v:?}"),
-        }
-    }
-
-    fn strs(&self) -> Vec<String> {
-        match self {
-            Json::Arr(v) => v.iter().map(|x| x.str().to_string()).collect(),
-            v => panic!("not an array: {v:?}"),
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        self.ws();
-        if self.b.get(self.i) == Some(&c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.b[self.i] {
-            b'{' => {
-                self.i += 1;
-                let mut m = BTreeMap::new();
-                while !self.eat(b'}') {
-                    let Json::Str(k) = self.value() else {
-                        panic!("object key")
-                    };
-                    assert!(self.eat(b':'));
-                    m.insert(k, self.value());
-                    self.eat(b',');
-                }
-                Json::Obj(m)
-            }
-            b'[' => {
-                self.i += 1;
-                let mut v = Vec::new();
-                while !self.eat(b']') {
-                    v.push(self.value());
-                    self.eat(b',');
-                }
-                Json::Arr(v)
-            }
-            b'"' => {
-                self.i += 1;
-                let mut s = Vec::new();
-                while self.b[self.i] != b'"' {
-                    if self.b[self.i] == b'\\' {
-                        self.i += 1;
-                        s.push(match self.b[self.i] {
-                            b'n' => b'\n',
-                            b't' => b'\t',
-                            c => c,
-                        });
-                    } else {
-                        s.push(self.b[self.i]);
-                    }
-                    self.i += 1;
-                }
-                self.i += 1;
-                Json::Str(String::from_utf8_lossy(&s).into_owned())
-            }
-            b't' => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            b'f' => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            b'n' => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let start = self.i;
-                while self.i < self.b.len()
-                    && matches!(
-                        self.b[self.i],
-                        b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'
-                    )
-                {
-                    self.i += 1;
-                }
-                Json::Num(String::from_utf8_lossy(&self.b[start..self.i]).into_owned())
-            }
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Fixtures

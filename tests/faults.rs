@@ -100,7 +100,7 @@ struct WriterLog {
 }
 
 fn writer(path: PathBuf, seed: u64, log: Arc<Mutex<WriterLog>>) {
-    let mut rng = Prng(seed);
+    let mut rng = Rng::from_seed(seed);
     let f = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => f,
         Err(e) => {
@@ -117,7 +117,7 @@ fn writer(path: PathBuf, seed: u64, log: Arc<Mutex<WriterLog>>) {
             _ => rng.range(OBJ, 3 * OBJ),
         };
         let off = rng.below(CRASH_SIZE - len + 1);
-        let data = rng.bytes(len);
+        let data = rng.bytes(len as usize);
         log.lock().unwrap().writes.push((off, data.clone()));
         if let Err(e) = f.write_all_at(&data, off) {
             log.lock().unwrap().error = Some(format!("write: {e}"));
@@ -185,8 +185,8 @@ fn crash_test(test: &str, v2: bool, rounds: usize) {
     report(&format!(
         "[{test}] seed {seed:#x} (RBDFS_TEST_SEED replays the data and kill times)"
     ));
-    let mut rng = Prng(seed);
-    let mut disk = rng.bytes(CRASH_SIZE);
+    let mut rng = Rng::from_seed(seed);
+    let mut disk = rng.bytes(CRASH_SIZE as usize);
     disk[(40 * OBJ) as usize..(60 * OBJ) as usize].fill(0);
     if v2 {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -207,7 +207,7 @@ fn crash_test(test: &str, v2: bool, rounds: usize) {
         let mut mount = Mount::new(&cluster, &["-v"]);
         let log = Arc::new(Mutex::new(WriterLog::default()));
         let w = {
-            let (path, log, seed) = (mount.path(&img), log.clone(), rng.next());
+            let (path, log, seed) = (mount.path(&img), log.clone(), rng.next_u64());
             thread::spawn(move || writer(path, seed, log))
         };
         let kill_after = Duration::from_millis(rng.range(300, 3000));
@@ -255,7 +255,7 @@ fn crash_test(test: &str, v2: bool, rounds: usize) {
     // the exclusive lock: the new mount has to blocklist and break it,
     // which librbd allows only once the dead owner's watch has expired.
     let mount = Mount::new(&cluster, &["-v"]);
-    let (path, data) = (mount.path(&img), rng.bytes(3 * OBJ));
+    let (path, data) = (mount.path(&img), rng.bytes(3 * OBJ as usize));
     let off = rng.below(CRASH_SIZE - data.len() as u64);
     let t0 = Instant::now();
     let wrote = within(Duration::from_secs(120), {
@@ -692,48 +692,3 @@ fn osd_faults() {
 // ---------------------------------------------------------------------------
 // Seeds
 // ---------------------------------------------------------------------------
-
-/// SplitMix64 with a seed we can print and replay (`RBDFS_TEST_SEED`).
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn bytes(&mut self, n: u64) -> Vec<u8> {
-        let mut v = vec![0u8; n as usize];
-        for chunk in v.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes()[..chunk.len()]);
-        }
-        v
-    }
-}
-
-fn env_seed() -> u64 {
-    match std::env::var("RBDFS_TEST_SEED") {
-        Ok(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => s.parse(),
-            }
-            .expect("RBDFS_TEST_SEED must be an integer")
-        }
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
-        }
-    }
-}

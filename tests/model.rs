@@ -25,7 +25,7 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use std::{env, thread};
 
 use common::*;
@@ -38,54 +38,6 @@ const OBJ: u64 = 1 << ORDER;
 // ---------------------------------------------------------------------------
 // Seeds and data
 // ---------------------------------------------------------------------------
-
-/// SplitMix64 with a seed we can print (the harness's `Rng` hides its seed,
-/// and a model failure must name it next to the operation number).
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((self.next() as u128 * n as u128) >> 64) as u64
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes()[..chunk.len()]);
-        }
-    }
-    fn bytes(&mut self, n: u64) -> Vec<u8> {
-        let mut v = vec![0; n as usize];
-        self.fill(&mut v);
-        v
-    }
-}
-
-/// `RBDFS_TEST_SEED` (decimal or 0x-hex) or the clock.
-fn env_seed() -> u64 {
-    match env::var("RBDFS_TEST_SEED") {
-        Ok(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16),
-                None => s.parse(),
-            }
-            .expect("RBDFS_TEST_SEED must be an integer")
-        }
-        Err(_) => {
-            let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-            t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
-        }
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     env::var(name).map_or(default, |v| {
@@ -230,7 +182,7 @@ struct ModelRun<'a> {
     img: String,
     seed: u64,
     total: u64,
-    rng: Prng,
+    rng: Rng,
     head: Vec<u8>,
     snaps: BTreeMap<String, Vec<u8>>,
     free_names: Vec<String>,
@@ -388,7 +340,7 @@ impl ModelRun<'_> {
             _ => self.rng.below(size - len + 1),
         };
         let len = len.min(size - off);
-        let data = self.rng.bytes(len);
+        let data = self.rng.bytes(len as usize);
         self.note(format!("write {len} B at {off} (size {size})"));
         if let Err(e) = self.file().write_all_at(&data, off) {
             self.fail(format!("write {len} B at {off}: {e}"));
@@ -403,7 +355,7 @@ impl ModelRun<'_> {
         let size = self.head.len() as u64;
         let off = size - self.rng.below(2049);
         let len = size - off + self.rng.range(1, 2048);
-        let data = self.rng.bytes(len);
+        let data = self.rng.bytes(len as usize);
         self.note(format!("write {len} B at {off}, past the end {size}"));
         match self.file().write_at(&data, off) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
@@ -616,10 +568,10 @@ fn model_test(test: &'static str, format: Format) {
     report(&format!(
         "[{test}] seed {seed:#x}, {total} ops, image {img}"
     ));
-    let mut rng = Prng(seed);
+    let mut rng = Rng::from_seed(seed);
     // Random data with a hole of whole objects (never-written objects must
     // read as zeros, also in snapshots).
-    let mut initial = rng.bytes(MODEL_SIZE);
+    let mut initial = rng.bytes(MODEL_SIZE as usize);
     initial[(20 * OBJ) as usize..(28 * OBJ) as usize].fill(0);
     match format {
         Format::V1 => cluster.import_v1(&img, &initial, ORDER),
@@ -709,7 +661,7 @@ fn mono_ns() -> u64 {
 /// Self-describing content of `block` of image `img` as written by write
 /// `seq` of `writer`: a header naming all four, then bytes derived from them.
 fn block_bytes(img: u64, block: u64, writer: u64, seq: u64) -> Vec<u8> {
-    let mut b = Prng(img << 56 ^ writer << 48 ^ seq << 20 ^ block).bytes(BLOCK);
+    let mut b = Rng::from_seed(img << 56 ^ writer << 48 ^ seq << 20 ^ block).bytes(BLOCK as usize);
     b[..8].copy_from_slice(MAGIC);
     for (i, v) in [img, writer, seq, block].into_iter().enumerate() {
         b[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
@@ -777,7 +729,7 @@ fn stress_thread(img: u64, writer: u64, path: &Path, log: &Path, deadline: u64, 
         .write(true)
         .open(path)
         .unwrap();
-    let mut rng = Prng(seed ^ (img << 8 | writer).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut rng = Rng::from_seed(seed ^ (img << 8 | writer).wrapping_mul(0x2545_F491_4F6C_DD1D));
     let own = writer * OWN..(writer + 1) * OWN;
     let mut own_latest: Vec<Version> = vec![None; OWN as usize];
     let mut seq = 0;

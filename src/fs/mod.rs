@@ -73,6 +73,14 @@ fn errno_of(what: &str, e: &ImageError) -> Errno {
     Errno::from_i32(e.errno())
 }
 
+/// Answers a request that returns nothing but success or an errno.
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 fn name_str(name: &OsStr) -> Option<&str> {
     name.to_str().filter(|n| valid_file_name(n))
 }
@@ -306,10 +314,7 @@ impl Filesystem for RbdFs {
     ) {
         // close(): acknowledged writes must be on RADOS before it returns,
         // and a failed write-back is reported here.
-        match self.flush_handle(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.flush_handle(fh));
     }
 
     fn fsync(
@@ -320,10 +325,7 @@ impl Filesystem for RbdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.flush_handle(fh) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.flush_handle(fh));
     }
 
     fn release(
@@ -450,10 +452,7 @@ impl Filesystem for RbdFs {
                 .snap_remove(snap)
                 .map_err(|e| errno_of(&format!("remove snapshot {image_name}@{snap}"), &e))
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, result);
     }
 
     /// `mv A B` in the root renames the image as `rbd rename` does. Onto an
@@ -490,10 +489,7 @@ impl Filesystem for RbdFs {
             self.inodes.lock().rename_image(old, new);
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, result);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -584,10 +580,7 @@ impl Filesystem for RbdFs {
             }
             Ok(())
         });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, result);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -9,6 +9,8 @@
 //! - `RBDFS_TEST_SEED`: reproduce a run's random data/offsets.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod json;
+
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -752,31 +754,41 @@ pub fn pids_with_arg(needle: &Path) -> Vec<u32> {
 // Data, I/O and checks
 // ---------------------------------------------------------------------------
 
+/// `RBDFS_TEST_SEED` (decimal or 0x-hex) or the clock.
+pub fn env_seed() -> u64 {
+    match std::env::var("RBDFS_TEST_SEED") {
+        Ok(s) => {
+            let s = s.trim();
+            match s.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => s.parse(),
+            }
+            .expect("RBDFS_TEST_SEED must be an integer")
+        }
+        Err(_) => {
+            let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+        }
+    }
+}
+
 /// SplitMix64: tiny, deterministic, good enough for test data and offsets.
 pub struct Rng(u64);
 
 impl Rng {
-    /// Seeded from `RBDFS_TEST_SEED` or the clock; prints the seed so a
-    /// failing run can be replayed.
+    /// Seeded by [`env_seed`]; prints the seed so a failing run can be
+    /// replayed.
     pub fn new() -> Rng {
-        let seed = match std::env::var("RBDFS_TEST_SEED") {
-            Ok(s) => {
-                let s = s.trim();
-                let parsed = match s.strip_prefix("0x") {
-                    Some(hex) => u64::from_str_radix(hex, 16),
-                    None => s.parse(),
-                };
-                parsed.expect("RBDFS_TEST_SEED must be an integer")
-            }
-            Err(_) => {
-                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
-            }
-        };
+        let seed = env_seed();
         eprintln!(
             "[{}] seed = {seed:#x} (set RBDFS_TEST_SEED={seed:#x} to reproduce)",
             test_name()
         );
+        Rng(seed)
+    }
+
+    /// A generator whose seed the caller chose (and reports itself).
+    pub fn from_seed(seed: u64) -> Rng {
         Rng(seed)
     }
 
@@ -788,9 +800,8 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (n > 0).
+    /// Uniform in `0..n` (0 for n = 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
