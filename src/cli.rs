@@ -60,7 +60,7 @@ pub struct MountArgs {
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     verbose: u8,
     /// Mount options, comma-separated: conf=FILE, id=ID, keyring=FILE, image=NAME,
-    /// ro, rw, allow_other, allow_root, default_permissions, uid=N, gid=N,
+    /// ro, rw, fixed_size (writes past the end fail with ENOSPC instead of growing the image), allow_other, allow_root, default_permissions, uid=N, gid=N,
     /// rados_timeout=SECONDS (default 60), log_file=PATH, debug, fsname=NAME;
     /// cache: cache_size=MiB (default 64, 0 = off), cache_max_dirty=MiB (default 3/8 of the size),
     /// cache_max_dirty_age=SECONDS (default 1), cache_prefetch=MiB (default size/4, at most 64; 0 = off),
@@ -83,6 +83,9 @@ pub struct MountConfig {
     pub image: Option<String>,
     pub foreground: bool,
     pub read_only: bool,
+    /// Images never change size by writing: writes and fallocate past the
+    /// end fail with ENOSPC (truncate still resizes).
+    pub fixed_size: bool,
     pub acl: SessionACL,
     pub default_permissions: bool,
     pub uid: u32,
@@ -149,6 +152,7 @@ impl MountArgs {
             image: self.image,
             foreground: self.foreground,
             read_only: false,
+            fixed_size: false,
             acl: SessionACL::Owner,
             default_permissions: false,
             uid: unsafe { libc::getuid() },
@@ -194,6 +198,7 @@ impl MountArgs {
                 "image" => cfg.image = Some(need(value)?),
                 "ro" => cfg.read_only = true,
                 "rw" => cfg.read_only = false,
+                "fixed_size" => cfg.fixed_size = true,
                 "allow_other" => cfg.acl = SessionACL::All,
                 "allow_root" => cfg.acl = SessionACL::RootAndOwner,
                 "default_permissions" => cfg.default_permissions = true,
@@ -453,6 +458,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
         pool.clone(),
         FsOptions {
             read_only: cfg.read_only,
+            fixed_size: cfg.fixed_size,
             create: cfg.create.clone(),
             uid: cfg.uid,
             gid: cfg.gid,

@@ -48,6 +48,9 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct FsOptions {
     pub read_only: bool,
+    /// Writes and fallocate past the end fail with ENOSPC instead of
+    /// growing the image (except through the handle that created it).
+    pub fixed_size: bool,
     /// What images created through the filesystem look like.
     pub create: CreateOptions,
     pub uid: u32,
