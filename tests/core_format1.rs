@@ -308,7 +308,9 @@ fn write_past_end_fails_and_writes_nothing() {
     let size = data.len() as u64;
     cluster.import_v1(&name, &data, 16);
 
-    let mount = Mount::new(&cluster, &[]);
+    // fixed_size: images do not grow by writing (the default grows them;
+    // see tests/file_semantics.rs).
+    let mount = Mount::new(&cluster, &["-o", "fixed_size"]);
     let p = mount.path(&name);
     let f = open_rw(&p);
     let attempts = [

@@ -905,7 +905,7 @@ fn remove_refused_with_snapshots_or_open() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn o_trunc_is_ignored_and_writes_dont_grow() {
+fn o_trunc_is_ignored_and_fixed_size_writes_dont_grow() {
     let Some(cluster) = Cluster::get() else {
         return;
     };
@@ -920,7 +920,9 @@ fn o_trunc_is_ignored_and_writes_dont_grow() {
     let b = rng.bytes((3 * MIB + 100) as usize);
     fs::write(&src, &b).unwrap();
 
-    let mount = Mount::new(&cluster, &["-v"]);
+    // fixed_size: writes past the end are refused, except through the
+    // handle that created the image (cp, fallocate into new names).
+    let mount = Mount::new(&cluster, &["-v", "-o", "fixed_size"]);
     let p = mount.path(&img);
     let (dd_if, dd_of) = (
         format!("if={}", src.display()),

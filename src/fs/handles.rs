@@ -13,9 +13,9 @@ use crate::store::{NOSNAP, SnapId};
 pub(super) struct Handle {
     image: Arc<Image>,
     snap: SnapId,
-    /// Opened by creating the image: writes past the end grow it, so
-    /// `cp`/`dd` into a new name work. Other handles never grow an image.
-    grows: bool,
+    /// Opened by creating the image: it grows by writing even on a
+    /// `fixed_size` mount, so `cp`/`dd` into a new name work there.
+    created: bool,
 }
 
 impl RbdFs {
@@ -27,8 +27,11 @@ impl RbdFs {
             .ok_or(Errno::EBADF)
     }
 
-    pub(super) fn grows(&self, fh: FileHandle) -> bool {
-        self.handles.lock().get(&fh.0).is_some_and(|h| h.grows)
+    /// Whether writes and fallocate through `fh` may grow the image: on
+    /// every handle of the head, except on a `fixed_size` mount, where only
+    /// the handle that created the image grows it.
+    pub(super) fn may_grow(&self, fh: FileHandle) -> bool {
+        !self.opts.fixed_size || self.handles.lock().get(&fh.0).is_some_and(|h| h.created)
     }
 
     /// Whether a file of image `name` (head or snapshot) is open.
@@ -59,12 +62,17 @@ impl RbdFs {
         &self,
         image: Arc<Image>,
         snap: SnapId,
-        grows: bool,
+        created: bool,
     ) -> FileHandle {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles
-            .lock()
-            .insert(fh, Handle { image, snap, grows });
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                image,
+                snap,
+                created,
+            },
+        );
         FileHandle(fh)
     }
 }

@@ -291,15 +291,12 @@ impl Filesystem for RbdFs {
             if snap != NOSNAP || self.opts.read_only {
                 return Err(Errno::EROFS);
             }
-            let end = offset.saturating_add(data.len() as u64);
-            if self.grows(fh) && end > image.info().size {
-                image
-                    .resize(end)
-                    .map_err(|e| errno_of(&format!("grow {}", image.name()), &e))?;
-            }
-            image
-                .write(offset, data)
-                .map_err(|e| errno_of(&format!("write {}", image.name()), &e))
+            let result = if self.may_grow(fh) {
+                image.write_or_grow(offset, data)
+            } else {
+                image.write(offset, data)
+            };
+            result.map_err(|e| errno_of(&format!("write {}", image.name()), &e))
         });
         match result {
             Ok(()) => reply.written(data.len() as u32),
@@ -540,9 +537,11 @@ impl Filesystem for RbdFs {
         }
     }
 
-    /// Punch hole and zero range discard (what `fstrim` through a loop
-    /// device and `fallocate -p` send); plain allocation is a no-op inside
-    /// the image, and cannot grow it.
+    /// As on a local Linux filesystem: mode 0 allocates (a no-op inside
+    /// the image) and, past the end, grows it; ZERO_RANGE zeroes and,
+    /// without KEEP_SIZE, grows too; PUNCH_HOLE needs KEEP_SIZE. Zeroing
+    /// and punching discard as librbd does (what `fstrim` through a loop
+    /// device and `fallocate -p`/`-z` send). The grown range is a hole.
     fn fallocate(
         &self,
         _req: &Request,
@@ -557,29 +556,33 @@ impl Filesystem for RbdFs {
             if snap != NOSNAP || self.opts.read_only {
                 return Err(Errno::EROFS);
             }
-            let size = image.info().size;
             let keep_size = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
-            let discard = mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0;
-            if mode
-                & !(libc::FALLOC_FL_KEEP_SIZE
-                    | libc::FALLOC_FL_PUNCH_HOLE
-                    | libc::FALLOC_FL_ZERO_RANGE)
-                != 0
-            {
+            let punch = mode & libc::FALLOC_FL_PUNCH_HOLE != 0;
+            let zero = mode & libc::FALLOC_FL_ZERO_RANGE != 0;
+            let known =
+                libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+            // COLLAPSE_RANGE, INSERT_RANGE, UNSHARE: not for a disk image.
+            if mode & !known != 0 || (punch && (zero || !keep_size)) {
                 return Err(Errno::EOPNOTSUPP);
             }
-            if discard {
-                return image
-                    .discard(offset, length)
-                    .map_err(|e| errno_of(&format!("discard {}", image.name()), &e));
+            let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+            let info = image
+                .current_info()
+                .map_err(|e| errno_of(&format!("fallocate {}", image.name()), &e))?;
+            let grows = !keep_size && end > info.size;
+            if grows && !self.may_grow(fh) {
+                // fixed_size: nothing is changed.
+                return Err(Errno::ENOSPC);
             }
-            // Allocating past the end grows the image, as it grows a file
-            // (`fallocate -l 10G NEW`).
-            let end = offset.saturating_add(length);
-            if !keep_size && end > size {
-                return image
-                    .resize(end)
-                    .map_err(|e| errno_of(&format!("grow {}", image.name()), &e));
+            if punch || zero {
+                image
+                    .discard(offset, length)
+                    .map_err(|e| errno_of(&format!("discard {}", image.name()), &e))?;
+            }
+            if grows {
+                image
+                    .grow_to(end)
+                    .map_err(|e| errno_of(&format!("grow {}", image.name()), &e))?;
             }
             Ok(())
         });

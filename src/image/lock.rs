@@ -498,6 +498,15 @@ impl ExclusiveLock {
         Ok(())
     }
 
+    /// After the image grew (`object_map_resize` on the OSD made the new
+    /// objects nonexistent): the same in our copy. Not re-read, because
+    /// write-backs in flight may be marking objects in it meanwhile.
+    pub fn grow_object_map(&self, object_count: u64) {
+        if let Some(map) = self.object_map.lock().as_mut() {
+            map.grow(object_count);
+        }
+    }
+
     fn load_object_map(&self) -> ImageResult<()> {
         let raw = self
             .store

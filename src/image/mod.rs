@@ -181,6 +181,60 @@ impl Image {
         result
     }
 
+    /// Grows the head to `end` bytes if it is smaller, as `rbd resize`
+    /// would (header, object map, other clients told), for a write or
+    /// fallocate past the end. The grown range is a hole: no data is read
+    /// or written, and unlike [`resize`](Self::resize) nothing is written
+    /// back first (growing leaves every existing byte where it is).
+    /// Growers queue on the io gate, so two appends never lose one; a
+    /// size another client set meanwhile is re-read under it.
+    pub fn grow_to(&self, end: u64) -> ImageResult<()> {
+        let _gate = self.io_gate.write();
+        let info = self.current_info()?;
+        if end <= info.size {
+            return Ok(());
+        }
+        self.check_writable(&info)?;
+        let owned = self.header_owner(&info)?;
+        // The lock's previous owner, or a client without the lock
+        // feature, may have changed the size since we last looked.
+        let info = self.refresh()?;
+        if end <= info.size {
+            return Ok(());
+        }
+        let result = admin::resize_image(&*self.core.store, &info, end, &info.snapc);
+        if result.is_ok()
+            && let Some(lock) = &self.core.lock
+        {
+            lock.grow_object_map(info.layout.object_count(end));
+        }
+        drop(owned);
+        self.core.notify_header_update();
+        self.refresh()?;
+        result
+    }
+
+    /// Writes `data` at `offset` of the head, growing the image first when
+    /// the write runs past its end (see [`grow_to`](Self::grow_to)).
+    pub fn write_or_grow(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
+        match self.write(offset, data) {
+            Err(ImageError::PastEnd { .. }) => {
+                let end =
+                    offset
+                        .checked_add(data.len() as u64)
+                        .ok_or_else(|| ImageError::PastEnd {
+                            image: self.name().to_string(),
+                            offset,
+                            len: data.len() as u64,
+                            size: self.info().size,
+                        })?;
+                self.grow_to(end)?;
+                self.write(offset, data)
+            }
+            result => result,
+        }
+    }
+
     /// Flushes and gives back the exclusive lock (unmount).
     pub fn close(&self) -> ImageResult<()> {
         let flushed = self.flush();

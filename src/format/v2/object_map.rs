@@ -123,6 +123,19 @@ impl ObjectMap {
         true
     }
 
+    /// Extends the map to `count` objects, the new ones nonexistent (what
+    /// `object_map_resize` does on the OSD when an image grows); never
+    /// shrinks. The caller bounds `count` as for [`ObjectMap::new`].
+    pub fn grow(&mut self, count: u64) {
+        if count <= self.count {
+            return;
+        }
+        let len = data_len(count).expect("object map too large for memory");
+        // Nonexistent is 0b00, and the unused tail bits are kept 0.
+        self.data.resize(len, 0);
+        self.count = count;
+    }
+
     /// Every object's state, in order.
     pub fn states(&self) -> impl Iterator<Item = ObjectState> + '_ {
         (0..self.count).filter_map(|n| self.get(n))
