@@ -4,6 +4,10 @@
 //! Two forms reach us: `rbdfs mount [OPTIONS] POOL MOUNTPOINT`, and the
 //! mount-helper form that `mount -t fuse.rbdfs POOL MNT -o ...` produces
 //! through mount.fuse3: `rbdfs POOL MNT -o conf=...,id=...,ro`.
+//!
+//! Each mount option is declared once, in [`options::MountOptions`] (long
+//! flag, value, help, default); [`fstab`] rewrites `-o key=value,flag` into
+//! those long flags, so both forms go through the same clap parser.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -11,15 +15,22 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
-use fuser::{Config, MountOption, SessionACL};
+use clap::{CommandFactory as _, Parser, Subcommand};
+#[cfg(test)]
+use fuser::SessionACL;
+use fuser::{Config, MountOption};
 use log::{error, info, warn};
 
-use crate::cache::{Cache, CacheConfig};
+use crate::cache::Cache;
 use crate::fs::{FsOptions, RbdFs};
-use crate::image::admin::CreateOptions;
 use crate::pool::Pool;
-use crate::store::rados::{ConnectOptions, RadosCluster};
+use crate::store::rados::RadosCluster;
+
+mod fstab;
+mod options;
+
+pub use fstab::expand_mount_options;
+pub use options::{MountArgs, MountConfig, MountOptions, ObjectSize, options_table};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,255 +47,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Mount POOL at MOUNTPOINT.
+    // An option given twice (`-o ro,ro`, `-o uid=1,uid=2`) is not an error:
+    // the later one wins.
+    #[command(args_override_self = true)]
     Mount(MountArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct MountArgs {
-    /// Ceph configuration file (default: $CEPH_CONF, then librados' search: /etc/ceph/ceph.conf, ...).
-    #[arg(short = 'c', long = "conf", value_name = "FILE")]
-    conf: Option<PathBuf>,
-    /// Client id, without the `client.` prefix (default: admin).
-    #[arg(long, value_name = "ID")]
-    id: Option<String>,
-    /// Keyring file (default: from the configuration).
-    #[arg(long, value_name = "FILE")]
-    keyring: Option<PathBuf>,
-    /// Expose only this image.
-    #[arg(long, value_name = "NAME")]
-    image: Option<String>,
-    /// Stay in the foreground (default: detach once the mount is live).
-    #[arg(short = 'f', long)]
-    foreground: bool,
-    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Mount options, comma-separated: conf=FILE, id=ID, keyring=FILE, image=NAME,
-    /// ro, rw, fixed_size (writes past the end fail with ENOSPC instead of growing the image), allow_other, allow_root, default_permissions, uid=N, gid=N,
-    /// rados_timeout=SECONDS (default 60), log_file=PATH, debug, fsname=NAME;
-    /// cache: cache_size=MiB (default 64, 0 = off), cache_max_dirty=MiB (default 3/8 of the size),
-    /// cache_max_dirty_age=SECONDS (default 1), cache_prefetch=MiB (default size/4, at most 64; 0 = off),
-    /// cache_workers=N (I/O threads, default 16).
-    /// Generic mount(8) options (defaults, _netdev, nofail, noatime, ...) are accepted and ignored.
-    #[arg(short = 'o', value_name = "OPTIONS")]
-    options: Vec<String>,
-    /// The pool whose images to show.
-    pool: String,
-    /// Where to mount it.
-    mountpoint: PathBuf,
-}
-
-/// Everything a mount needs, after merging flags and `-o` options.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MountConfig {
-    pub pool: String,
-    pub mountpoint: PathBuf,
-    pub connect: ConnectOptions,
-    pub image: Option<String>,
-    pub foreground: bool,
-    pub read_only: bool,
-    /// Images never change size by writing: writes and fallocate past the
-    /// end fail with ENOSPC (truncate still resizes).
-    pub fixed_size: bool,
-    pub acl: SessionACL,
-    pub default_permissions: bool,
-    pub uid: u32,
-    pub gid: u32,
-    pub log_file: Option<PathBuf>,
-    pub log_level: log::LevelFilter,
-    pub fsname: Option<String>,
-    pub cache: CacheConfig,
-    /// How images created through the filesystem are made.
-    pub create: CreateOptions,
-}
-
-impl PartialEq for ConnectOptions {
-    fn eq(&self, o: &Self) -> bool {
-        self.conf == o.conf
-            && self.id == o.id
-            && self.keyring == o.keyring
-            && self.timeout_secs == o.timeout_secs
-    }
-}
-
-/// Options mount(8) and fstab pass along that mean nothing to us.
-fn is_generic_mount_option(key: &str) -> bool {
-    matches!(
-        key,
-        "defaults"
-            | "auto"
-            | "noauto"
-            | "user"
-            | "nouser"
-            | "users"
-            | "_netdev"
-            | "nofail"
-            | "dev"
-            | "nodev"
-            | "suid"
-            | "nosuid"
-            | "exec"
-            | "noexec"
-            | "async"
-            | "atime"
-            | "noatime"
-            | "relatime"
-            | "strictatime"
-            | "nodiratime"
-            | "diratime"
-            | "lazytime"
-            | "nonempty"
-            | "comment"
-    ) || key.starts_with("x-")
-}
-
-impl MountArgs {
-    pub fn into_config(self) -> Result<MountConfig, String> {
-        let mut cfg = MountConfig {
-            pool: self.pool,
-            mountpoint: self.mountpoint,
-            connect: ConnectOptions {
-                conf: self.conf,
-                id: self.id,
-                keyring: self.keyring,
-                timeout_secs: 60,
-            },
-            image: self.image,
-            foreground: self.foreground,
-            read_only: false,
-            fixed_size: false,
-            acl: SessionACL::Owner,
-            default_permissions: false,
-            uid: unsafe { libc::getuid() },
-            gid: unsafe { libc::getgid() },
-            log_file: None,
-            log_level: match self.verbose {
-                0 => log::LevelFilter::Info,
-                1 => log::LevelFilter::Debug,
-                _ => log::LevelFilter::Trace,
-            },
-            fsname: None,
-            cache: CacheConfig::default(),
-            create: CreateOptions::default(),
-        };
-        for opt in self
-            .options
-            .iter()
-            .flat_map(|o| o.split(','))
-            .filter(|o| !o.is_empty())
-        {
-            let (key, value) = match opt.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (opt, None),
-            };
-            let need = |v: Option<&str>| {
-                v.map(str::to_string)
-                    .ok_or(format!("mount option {key} needs a value"))
-            };
-            let mib = |n: u64| -> Result<u64, String> {
-                n.checked_mul(1 << 20)
-                    .filter(|&b| b <= 1 << 50)
-                    .ok_or_else(|| format!("mount option {key}: {n} MiB is too large"))
-            };
-            let num = |v: Option<&str>| -> Result<u64, String> {
-                need(v)?
-                    .parse()
-                    .map_err(|_| format!("mount option {key}: not a number"))
-            };
-            match key {
-                "conf" => cfg.connect.conf = Some(need(value)?.into()),
-                "id" => cfg.connect.id = Some(need(value)?),
-                "keyring" => cfg.connect.keyring = Some(need(value)?.into()),
-                "image" => cfg.image = Some(need(value)?),
-                "ro" => cfg.read_only = true,
-                "rw" => cfg.read_only = false,
-                "fixed_size" => cfg.fixed_size = true,
-                "allow_other" => cfg.acl = SessionACL::All,
-                "allow_root" => cfg.acl = SessionACL::RootAndOwner,
-                "default_permissions" => cfg.default_permissions = true,
-                "uid" => cfg.uid = num(value)? as u32,
-                "gid" => cfg.gid = num(value)? as u32,
-                "rados_timeout" => cfg.connect.timeout_secs = num(value)?,
-                "log_file" => cfg.log_file = Some(need(value)?.into()),
-                "debug" => cfg.log_level = log::LevelFilter::Debug,
-                "fsname" => cfg.fsname = Some(need(value)?),
-                "cache_size" => cfg.cache.capacity = mib(num(value)?)?,
-                "cache_max_dirty" => cfg.cache.max_dirty = Some(mib(num(value)?)?),
-                "cache_max_dirty_age" => {
-                    let secs: f64 = need(value)?
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s >= 0.0 && *s <= 3600.0)
-                        .ok_or_else(|| format!("{key}: seconds, 0 to 3600"))?;
-                    cfg.cache.max_dirty_age = std::time::Duration::from_secs_f64(secs);
-                }
-                "cache_prefetch" => cfg.cache.max_prefetch = Some(mib(num(value)?)?),
-                "cache_workers" => {
-                    cfg.cache.workers = match num(value)? {
-                        n @ 1..=256 => n as usize,
-                        _ => return Err(format!("{key}: 1 to 256 threads")),
-                    }
-                }
-                "image_format" => {
-                    cfg.create.format = match need(value)?.as_str() {
-                        "1" => 1,
-                        "2" => 2,
-                        v => return Err(format!("image_format={v}: 1 or 2")),
-                    }
-                }
-                "image_features" => cfg.create.features = Some(parse_features(&need(value)?)?),
-                "object_size" => cfg.create.order = parse_object_size(&need(value)?)?,
-                // mount.fuse3 may pass these through; we are always a FUSE fs.
-                "subtype" | "fstype" => {}
-                k if is_generic_mount_option(k) => {}
-                _ => {
-                    return Err(format!(
-                        "unknown mount option '{opt}' (see rbdfs mount --help)"
-                    ));
-                }
-            }
-        }
-        Ok(cfg)
-    }
-}
-
-/// `image_features=`: a number, or feature names joined by `+` (a comma
-/// would end the mount option), e.g. `layering+exclusive-lock`.
-fn parse_features(v: &str) -> Result<u64, String> {
-    if let Ok(n) = v.parse::<u64>() {
-        return Ok(n);
-    }
-    let mut bits = 0;
-    for name in v.split('+') {
-        let bit = (0..64)
-            .map(|b| 1u64 << b)
-            .find(|&bit| crate::format::v2::feature_names(bit) == [name])
-            .ok_or_else(|| format!("image_features: unknown feature '{name}'"))?;
-        bits |= bit;
-    }
-    Ok(bits)
-}
-
-/// `object_size=`: bytes with an optional K/M suffix, a power of two
-/// between 4K and 32M.
-fn parse_object_size(v: &str) -> Result<u8, String> {
-    let (digits, mult) = match v.chars().last() {
-        Some('K' | 'k') => (&v[..v.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&v[..v.len() - 1], 1u64 << 20),
-        _ => (v, 1),
-    };
-    let bytes = digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or(format!("object_size={v}: not a size"))?;
-    let order = bytes.trailing_zeros() as u8;
-    if !bytes.is_power_of_two()
-        || !(crate::format::MIN_ORDER..=crate::format::MAX_ORDER).contains(&order)
-    {
-        return Err(format!("object_size={v}: a power of two from 4K to 32M"));
-    }
-    Ok(order)
 }
 
 /// Accepts the mount-helper form by inserting the `mount` subcommand when
@@ -299,8 +65,21 @@ pub fn normalize_args(mut args: Vec<OsString>) -> Vec<OsString> {
     args
 }
 
+/// Parses either form: `-o` options are rewritten into the long flags of
+/// the same options first ([`expand_mount_options`]), so one parser
+/// validates both.
 pub fn parse(args: Vec<OsString>) -> Result<MountConfig, clap::Error> {
-    let cli = Cli::try_parse_from(normalize_args(args))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mount = cmd
+        .find_subcommand("mount")
+        .expect("the mount subcommand is declared");
+    let args = expand_mount_options(normalize_args(args), mount).map_err(|msg| {
+        mount
+            .clone()
+            .error(clap::error::ErrorKind::InvalidValue, msg)
+    })?;
+    let cli = Cli::try_parse_from(args)?;
     let Command::Mount(m) = cli.command;
     m.into_config()
         .map_err(|msg| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n")))
