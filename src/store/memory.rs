@@ -20,6 +20,7 @@ pub mod cls_rbd;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -516,7 +517,13 @@ impl ObjectStore for MemoryStore {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(ack) => replies.acks.push(ack),
-                Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => break,
+                // Only hung (paused) watchers are left: they never answer,
+                // so the notifier waits out its timeout, as with RADOS.
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                    break;
+                }
             }
         }
         for (gid, cookie) in pending {
