@@ -427,7 +427,7 @@ fn set_stripe_unit_count(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<
     done(d)?;
     require_feature(obj, FEATURE_STRIPINGV2)?;
     let object_size = 1u64 << header_u8(obj, "order")?.min(63);
-    if unit == 0 || count == 0 || unit > object_size || object_size % unit != 0 {
+    if unit == 0 || count == 0 || unit > object_size || !object_size.is_multiple_of(unit) {
         return Err(libc::EINVAL);
     }
     obj.omap_set("stripe_unit", u64_reply(unit));
@@ -588,9 +588,7 @@ fn parent_overlap(obj: &ClsObject, snap: u64) -> ClsResult<Option<u64>> {
 
 /// `parent_attach`: versioned ParentImageSpec, u64 overlap, bool reattach.
 fn parent_attach(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>> {
-    let start = d.remaining();
     let (_, mut s) = d.versioned(1).map_err(bad_input)?;
-    let spec_bytes_len = start - d.remaining();
     let pool_id = s.i64().map_err(bad_input)?;
     let pool_namespace = s.string().map_err(bad_input)?;
     let image_id = s.string().map_err(bad_input)?;
@@ -602,7 +600,6 @@ fn parent_attach(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>>
         d.u8().map_err(bad_input)? != 0
     };
     done(d)?;
-    let _ = spec_bytes_len;
     require_feature(obj, FEATURE_LAYERING)?;
     if pool_id < 0 || image_id.is_empty() || snap_id == CEPH_NOSNAP {
         return Err(libc::EINVAL);
@@ -778,4 +775,168 @@ fn v1_snap_remove(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>
     h.snapshots.remove(i);
     obj.write_full(h.encode());
     Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::cls::now;
+    use std::collections::BTreeMap;
+
+    fn obj(exists: bool) -> ClsObject {
+        ClsObject {
+            data: exists.then(Vec::new),
+            omap: BTreeMap::new(),
+            xattrs: BTreeMap::new(),
+            changed: false,
+        }
+    }
+
+    fn me() -> Caller {
+        Caller {
+            gid: 1,
+            addr: EntityAddr {
+                addr_type: ADDR_TYPE_LEGACY,
+                nonce: 1,
+                ip: None,
+            },
+            now: now(),
+        }
+    }
+
+    #[test]
+    fn header_snapshots_and_errors() {
+        let c = me();
+        let mut h = obj(false);
+        assert_eq!(
+            call("get_size", &mut h, &c, &snap_id_input(CEPH_NOSNAP)),
+            Err(libc::ENOENT)
+        );
+        call(
+            "create",
+            &mut h,
+            &c,
+            &create_input(8192, 12, 1, "rbd_data.x", None),
+        )
+        .unwrap();
+        let again = create_input(8192, 12, 1, "rbd_data.x", None);
+        assert_eq!(call("create", &mut h, &c, &again), Err(libc::EEXIST));
+        let r = call("get_size", &mut h, &c, &snap_id_input(CEPH_NOSNAP)).unwrap();
+        assert_eq!(
+            decode_get_size(&r).unwrap(),
+            SizeInfo {
+                order: 12,
+                size: 8192
+            }
+        );
+        assert_eq!(
+            call("get_stripe_unit_count", &mut h, &c, &[]),
+            Err(libc::ENOEXEC)
+        );
+        call("snapshot_add", &mut h, &c, &snapshot_add_input(5, "a")).unwrap();
+        assert_eq!(
+            call("snapshot_add", &mut h, &c, &snapshot_add_input(6, "a")),
+            Err(libc::EEXIST)
+        );
+        assert_eq!(
+            call("snapshot_add", &mut h, &c, &snapshot_add_input(4, "b")),
+            Err(libc::ESTALE)
+        );
+        call("snapshot_add", &mut h, &c, &snapshot_add_input(7, "b")).unwrap();
+        let r = call("get_snapcontext", &mut h, &c, &[]).unwrap();
+        let sc = decode_get_snapcontext(&r).unwrap();
+        assert_eq!((sc.seq, sc.snaps), (7, vec![7, 5]));
+        call("set_size", &mut h, &c, &set_size_input(100)).unwrap();
+        let r = call("get_size", &mut h, &c, &snap_id_input(5)).unwrap();
+        assert_eq!(decode_get_size(&r).unwrap().size, 8192);
+        call("snapshot_remove", &mut h, &c, &snapshot_remove_input(5)).unwrap();
+        assert_eq!(
+            call("snapshot_remove", &mut h, &c, &snapshot_remove_input(5)),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            call("snapshot_get", &mut h, &c, &snap_id_input(5)),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(call("get_size", &mut h, &c, b"x"), Err(libc::EINVAL));
+        assert_eq!(
+            call("no_such_method", &mut h, &c, &[]),
+            Err(libc::EOPNOTSUPP)
+        );
+    }
+
+    #[test]
+    fn directory_and_object_map() {
+        let c = me();
+        let mut dir = obj(false);
+        call("dir_add_image", &mut dir, &c, &dir_image_input("a", "id1")).unwrap();
+        assert_eq!(
+            call("dir_add_image", &mut dir, &c, &dir_image_input("a", "id2")),
+            Err(libc::EEXIST)
+        );
+        assert_eq!(
+            call("dir_add_image", &mut dir, &c, &dir_image_input("b", "id1")),
+            Err(libc::EBADF)
+        );
+        call("dir_add_image", &mut dir, &c, &dir_image_input("b", "id2")).unwrap();
+        let r = call("dir_list", &mut dir, &c, &dir_list_input(b"a", 10)).unwrap();
+        let names: Vec<_> = decode_dir_list(&r)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec![b"b".to_vec()]);
+        assert_eq!(
+            call(
+                "dir_remove_image",
+                &mut dir,
+                &c,
+                &dir_image_input("a", "id2")
+            ),
+            Err(libc::ESTALE)
+        );
+        call(
+            "dir_rename_image",
+            &mut dir,
+            &c,
+            &dir_rename_image_input("a", "c", "id1"),
+        )
+        .unwrap();
+        let r = call("dir_get_id", &mut dir, &c, &dir_get_id_input("c")).unwrap();
+        assert_eq!(decode_dir_get_id(&r).unwrap(), "id1");
+        call(
+            "dir_remove_image",
+            &mut dir,
+            &c,
+            &dir_image_input("c", "id1"),
+        )
+        .unwrap();
+
+        let mut m = obj(false);
+        call(
+            "object_map_resize",
+            &mut m,
+            &c,
+            &object_map_resize_input(10, ObjectState::Nonexistent),
+        )
+        .unwrap();
+        let up = object_map_update_input(2, 4, ObjectState::Exists, None);
+        call("object_map_update", &mut m, &c, &up).unwrap();
+        let bad = object_map_update_input(2, 11, ObjectState::Exists, None);
+        assert_eq!(
+            call("object_map_update", &mut m, &c, &bad),
+            Err(libc::ERANGE)
+        );
+        let shrink = object_map_resize_input(3, ObjectState::Nonexistent);
+        assert_eq!(
+            call("object_map_resize", &mut m, &c, &shrink),
+            Err(libc::ESTALE)
+        );
+        call("object_map_snap_add", &mut m, &c, &[]).unwrap();
+        let map = ObjectMap::decode(&call("object_map_load", &mut m, &c, &[]).unwrap()).unwrap();
+        assert_eq!(map.get(2), Some(ObjectState::ExistsClean));
+        assert_eq!(map.get(4), Some(ObjectState::Nonexistent));
+        // The stored object is what object_map_load decodes (CRCs valid).
+        assert_eq!(ObjectMap::decode(m.data.as_deref().unwrap()).unwrap(), map);
+    }
 }
