@@ -9,6 +9,8 @@ mod header;
 mod info;
 mod lock;
 mod sparse;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

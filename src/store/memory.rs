@@ -1,18 +1,33 @@
-//! An in-memory [`ObjectStore`] with the snapshot semantics of a RADOS pool
-//! with self-managed snapshots, for fast tests of every layer above.
+//! An in-memory RADOS cluster for tests of every layer above the store:
+//! pools of objects with the snapshot semantics of self-managed snapshots,
+//! omap and xattrs, the `rbd` and `lock` object classes (see
+//! [`cls_rbd`](self::cls_rbd) and [`cls_lock`](self::cls_lock)),
+//! several clients with watch/notify between them, and the blocklist.
 //!
 //! An object keeps its head plus clones: a write carrying a snap context
 //! with snap ids the object has not seen yet first preserves the current
 //! head (or its absence) as a clone covering those ids, as the OSD does.
+//!
+//! [`MemoryCluster::new`] makes a cluster with pool 0 (`rbd`);
+//! [`MemoryCluster::client`] a new client of it (its own instance id and
+//! address), as a [`MemoryStore`] on pool 0. [`MemoryStore::new`] is a
+//! one-client cluster.
 
-use std::collections::HashMap;
+mod cls;
+pub mod cls_lock;
+pub mod cls_rbd;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::*;
 use crate::format::tmap::{ApplyError, Tmap};
+use crate::format::v2::{ADDR_TYPE_LEGACY, EntityAddr};
 
 #[derive(Default, Clone)]
 struct Object {
@@ -21,37 +36,154 @@ struct Object {
     seen_seq: u64,
     /// (newest snap id the clone serves, data then), oldest first.
     clones: Vec<(SnapId, Option<Vec<u8>>)>,
+    /// The head's omap and xattrs (object classes keep their state there).
+    omap: BTreeMap<String, Vec<u8>>,
+    xattrs: BTreeMap<String, Vec<u8>>,
 }
 
-type Watchers = HashMap<u64, (String, Arc<WatchCallback>)>;
-
-/// The gid the in-memory store reports as this client's.
+/// The gid of the client [`MemoryStore::new`] makes (the first client of a
+/// cluster).
 pub const MEMORY_GID: u64 = 4242;
 
-#[derive(Default)]
-pub struct MemoryStore {
+/// errno librados gives a blocklisted client (EBLOCKLISTED = ESHUTDOWN).
+pub const EBLOCKLISTED: i32 = libc::ESHUTDOWN;
+
+struct PoolState {
+    id: i64,
     objects: Mutex<HashMap<String, Object>>,
+}
+
+struct Watcher {
+    gid: u64,
+    oid: String,
+    pool: i64,
+    callback: Arc<WatchCallback>,
+}
+
+/// One client: its identity and whether it still answers notifications.
+struct ClientState {
+    gid: u64,
+    addr: EntityAddr,
+    /// Set by tests: notifications to its watches go unanswered (a client
+    /// that hangs or died without unwatching).
+    watches_paused: AtomicBool,
+}
+
+impl ClientState {
+    fn address(&self) -> String {
+        self.addr.legacy_str()
+    }
+}
+
+/// The shared state of an in-memory cluster: pools, watches, blocklist.
+pub struct MemoryCluster {
+    pools: Mutex<BTreeMap<i64, Arc<PoolState>>>,
+    /// Self-managed snap ids; one counter for the cluster is enough.
     next_snap: AtomicU64,
-    watchers: Arc<Mutex<Watchers>>,
+    watchers: Arc<Mutex<HashMap<u64, Watcher>>>,
     next_watch: AtomicU64,
+    next_gid: AtomicU64,
+    blocklist: Mutex<HashSet<String>>,
+    clients: Mutex<HashMap<u64, Arc<ClientState>>>,
+}
+
+impl MemoryCluster {
+    /// A cluster with one pool, id 0.
+    pub fn new() -> Arc<MemoryCluster> {
+        let cluster = Arc::new(MemoryCluster {
+            pools: Mutex::new(BTreeMap::new()),
+            next_snap: AtomicU64::new(1),
+            watchers: Arc::new(Mutex::new(HashMap::new())),
+            next_watch: AtomicU64::new(1),
+            next_gid: AtomicU64::new(MEMORY_GID),
+            blocklist: Mutex::new(HashSet::new()),
+            clients: Mutex::new(HashMap::new()),
+        });
+        cluster.create_pool();
+        cluster
+    }
+
+    /// Adds a pool; returns its id (0, 1, 2, ...).
+    pub fn create_pool(&self) -> i64 {
+        let mut pools = self.pools.lock();
+        let id = pools.keys().next_back().map_or(0, |&k| k + 1);
+        pools.insert(
+            id,
+            Arc::new(PoolState {
+                id,
+                objects: Mutex::new(HashMap::new()),
+            }),
+        );
+        id
+    }
+
+    /// A new client (its own instance id and address) on pool 0.
+    pub fn client(self: &Arc<Self>) -> Arc<MemoryStore> {
+        let gid = self.next_gid.fetch_add(1, Ordering::SeqCst);
+        let client = Arc::new(ClientState {
+            gid,
+            addr: EntityAddr {
+                addr_type: ADDR_TYPE_LEGACY,
+                nonce: gid as u32,
+                ip: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            },
+            watches_paused: AtomicBool::new(false),
+        });
+        self.clients.lock().insert(gid, client.clone());
+        let pool = self.pools.lock().get(&0).cloned();
+        Arc::new(MemoryStore {
+            cluster: self.clone(),
+            client,
+            pool: pool.unwrap_or_else(|| {
+                Arc::new(PoolState {
+                    id: 0,
+                    objects: Mutex::new(HashMap::new()),
+                })
+            }),
+        })
+    }
+
+    /// The gids of the clients with this address.
+    fn clients_at(&self, address: &str) -> Vec<u64> {
+        self.clients
+            .lock()
+            .values()
+            .filter(|c| c.address() == address)
+            .map(|c| c.gid)
+            .collect()
+    }
+
+    fn is_blocklisted(&self, client: &ClientState) -> bool {
+        let list = self.blocklist.lock();
+        !list.is_empty() && list.contains(&client.address())
+    }
+}
+
+/// One client's handle on one pool of a [`MemoryCluster`].
+pub struct MemoryStore {
+    cluster: Arc<MemoryCluster>,
+    client: Arc<ClientState>,
+    pool: Arc<PoolState>,
 }
 
 impl MemoryStore {
+    /// A one-client cluster; the store is that client on pool 0.
     pub fn new() -> Arc<MemoryStore> {
-        Arc::new(MemoryStore {
-            next_snap: AtomicU64::new(1),
-            ..Default::default()
-        })
+        MemoryCluster::new().client()
+    }
+
+    pub fn cluster(&self) -> &Arc<MemoryCluster> {
+        &self.cluster
     }
 
     /// Puts a whole object at the head, as `rados put` does.
     pub fn put(&self, oid: &str, data: &[u8]) {
-        let mut objects = self.objects.lock();
+        let mut objects = self.pool.objects.lock();
         objects.entry(oid.to_string()).or_default().head = Some(data.to_vec());
     }
 
     pub fn object_names(&self) -> Vec<String> {
-        let objects = self.objects.lock();
+        let objects = self.pool.objects.lock();
         let mut names: Vec<String> = objects
             .iter()
             .filter(|(_, o)| o.head.is_some())
@@ -61,23 +193,40 @@ impl MemoryStore {
         names
     }
 
-    fn modify<T>(
-        &self,
-        oid: &str,
-        snapc: &SnapContext,
-        f: impl FnOnce(&mut Option<Vec<u8>>) -> T,
-    ) -> T {
-        let mut objects = self.objects.lock();
-        let obj = objects.entry(oid.to_string()).or_default();
-        if let Some(&newest) = snapc.snaps.first().filter(|&&n| n > obj.seen_seq) {
-            obj.clones.push((newest, obj.head.clone()));
+    /// The omap of `oid` at the head (empty when it has none).
+    pub fn omap(&self, oid: &str) -> BTreeMap<String, Vec<u8>> {
+        let objects = self.pool.objects.lock();
+        objects.get(oid).map(|o| o.omap.clone()).unwrap_or_default()
+    }
+
+    /// While paused, notifications to this client's watches go unanswered
+    /// (the notifier sees them time out), as for a hung client.
+    pub fn set_watches_paused(&self, paused: bool) {
+        self.client.watches_paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Fails with EBLOCKLISTED once this client is blocklisted, as every
+    /// librados operation of a blocklisted client does.
+    fn alive(&self, op: &'static str, oid: &str) -> StoreResult<()> {
+        if self.cluster.is_blocklisted(&self.client) {
+            return Err(StoreError::Errno {
+                op,
+                oid: oid.to_string(),
+                errno: EBLOCKLISTED,
+            });
         }
-        obj.seen_seq = obj.seen_seq.max(snapc.seq);
-        f(&mut obj.head)
+        Ok(())
+    }
+
+    fn modify<T>(&self, oid: &str, snapc: &SnapContext, f: impl FnOnce(&mut Object) -> T) -> T {
+        let mut objects = self.pool.objects.lock();
+        let obj = objects.entry(oid.to_string()).or_default();
+        preserve_for_snapshots(obj, snapc);
+        f(obj)
     }
 
     fn at_snap(&self, oid: &str, snap: SnapId, op: &'static str) -> StoreResult<Vec<u8>> {
-        let objects = self.objects.lock();
+        let objects = self.pool.objects.lock();
         let obj = objects.get(oid);
         let data = obj.and_then(|o| {
             if snap == NOSNAP {
@@ -95,32 +244,104 @@ impl MemoryStore {
     }
 }
 
+/// The OSD's clone-on-write: a snap context newer than what the object
+/// saw keeps the current head for the snapshots in between.
+fn preserve_for_snapshots(obj: &mut Object, snapc: &SnapContext) {
+    if let Some(&newest) = snapc.snaps.first().filter(|&&n| n > obj.seen_seq) {
+        obj.clones.push((newest, obj.head.clone()));
+    }
+    obj.seen_seq = obj.seen_seq.max(snapc.seq);
+}
+
+fn write_at(buf: &mut Vec<u8>, offset: u64, data: &[u8]) -> bool {
+    let Some(end) = usize::try_from(offset)
+        .ok()
+        .and_then(|o| o.checked_add(data.len()))
+    else {
+        return false;
+    };
+    if end > MAX_MEMORY_OBJECT {
+        return false;
+    }
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[end - data.len()..end].copy_from_slice(data);
+    true
+}
+
+/// Largest object the in-memory store holds (RADOS' default
+/// osd_max_object_size is 128 MiB).
+const MAX_MEMORY_OBJECT: usize = 128 << 20;
+
 impl ObjectStore for MemoryStore {
     fn read(&self, oid: &str, offset: u64, len: usize, snap: SnapId) -> StoreResult<Vec<u8>> {
+        self.alive("read", oid)?;
         let data = self.at_snap(oid, snap, "read")?;
-        let start = (offset as usize).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let end = start.saturating_add(len).min(data.len());
         Ok(data[start..end].to_vec())
     }
 
     fn write(&self, oid: &str, offset: u64, data: &[u8], snapc: &SnapContext) -> StoreResult<()> {
-        self.modify(oid, snapc, |head| {
-            let buf = head.get_or_insert_with(Vec::new);
-            let end = offset as usize + data.len();
-            if buf.len() < end {
-                buf.resize(end, 0);
-            }
-            buf[offset as usize..end].copy_from_slice(data);
+        self.alive("write", oid)?;
+        let ok = self.modify(oid, snapc, |obj| {
+            write_at(obj.head.get_or_insert_with(Vec::new), offset, data)
         });
-        Ok(())
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::Errno {
+                op: "write",
+                oid: oid.to_string(),
+                errno: libc::EFBIG,
+            })
+        }
+    }
+
+    fn write_extents(
+        &self,
+        oid: &str,
+        extents: &[(u64, &[u8])],
+        snapc: &SnapContext,
+    ) -> StoreResult<()> {
+        self.alive("write", oid)?;
+        // One transaction, as a rados_write_op.
+        let ok = self.modify(oid, snapc, |obj| {
+            let mut buf = obj.head.clone().unwrap_or_default();
+            let ok = extents
+                .iter()
+                .all(|&(offset, data)| write_at(&mut buf, offset, data));
+            if ok {
+                obj.head = Some(buf);
+            }
+            ok
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::Errno {
+                op: "write",
+                oid: oid.to_string(),
+                errno: libc::EFBIG,
+            })
+        }
     }
 
     fn stat(&self, oid: &str, snap: SnapId) -> StoreResult<u64> {
+        self.alive("stat", oid)?;
         Ok(self.at_snap(oid, snap, "stat")?.len() as u64)
     }
 
     fn remove(&self, oid: &str, snapc: &SnapContext) -> StoreResult<()> {
-        let existed = self.modify(oid, snapc, |head| head.take().is_some());
+        self.alive("remove", oid)?;
+        let existed = self.modify(oid, snapc, |obj| {
+            obj.omap.clear();
+            obj.xattrs.clear();
+            obj.head.take().is_some()
+        });
         if existed {
             Ok(())
         } else {
@@ -132,9 +353,18 @@ impl ObjectStore for MemoryStore {
     }
 
     fn truncate(&self, oid: &str, size: u64, snapc: &SnapContext) -> StoreResult<()> {
-        let existed = self.modify(oid, snapc, |head| match head {
+        self.alive("truncate", oid)?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s <= MAX_MEMORY_OBJECT)
+            .ok_or_else(|| StoreError::Errno {
+                op: "truncate",
+                oid: oid.to_string(),
+                errno: libc::EFBIG,
+            })?;
+        let existed = self.modify(oid, snapc, |obj| match &mut obj.head {
             Some(buf) => {
-                buf.resize(size as usize, 0);
+                buf.resize(size, 0);
                 true
             }
             None => false,
@@ -150,18 +380,24 @@ impl ObjectStore for MemoryStore {
     }
 
     fn zero(&self, oid: &str, offset: u64, len: u64, snapc: &SnapContext) -> StoreResult<()> {
-        self.modify(oid, snapc, |head| {
-            if let Some(buf) = head {
-                let start = (offset as usize).min(buf.len());
-                let end = (offset.saturating_add(len) as usize).min(buf.len());
-                buf[start..end].fill(0);
+        self.alive("zero", oid)?;
+        self.modify(oid, snapc, |obj| {
+            if let Some(buf) = &mut obj.head {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(buf.len());
+                let end = usize::try_from(offset.saturating_add(len))
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                if start < end {
+                    buf[start..end].fill(0);
+                }
             }
         });
         Ok(())
     }
 
     fn usage(&self) -> StoreResult<Usage> {
-        let objects = self.objects.lock();
+        self.alive("usage", "")?;
+        let objects = self.pool.objects.lock();
         let pool_bytes = objects
             .values()
             .filter_map(|o| o.head.as_ref())
@@ -175,80 +411,196 @@ impl ObjectStore for MemoryStore {
         })
     }
 
-    fn exec(&self, oid: &str, _class: &str, _method: &str, _input: &[u8]) -> StoreResult<Vec<u8>> {
-        Err(StoreError::Errno {
-            op: "exec",
-            oid: oid.to_string(),
-            errno: libc::EOPNOTSUPP,
-        })
+    /// Runs the class method on a copy of the object and keeps the result
+    /// only if the method succeeds: one transaction, as on the OSD.
+    fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> StoreResult<Vec<u8>> {
+        self.alive("exec", oid)?;
+        let caller = cls::Caller {
+            gid: self.client.gid,
+            addr: self.client.addr,
+            now: cls::now(),
+        };
+        let mut objects = self.pool.objects.lock();
+        let current = objects.get(oid);
+        let mut obj = cls::ClsObject {
+            data: current.and_then(|o| o.head.clone()),
+            omap: current.map(|o| o.omap.clone()).unwrap_or_default(),
+            xattrs: current.map(|o| o.xattrs.clone()).unwrap_or_default(),
+            changed: false,
+        };
+        let reply = cls::call(class, method, &mut obj, &caller, input)
+            .map_err(|errno| StoreError::from_rc("exec", oid, -errno))?;
+        if obj.changed {
+            let entry = objects.entry(oid.to_string()).or_default();
+            preserve_for_snapshots(entry, &SnapContext::default());
+            let exists = obj.data.is_some();
+            entry.head = obj.data;
+            entry.omap = if exists { obj.omap } else { BTreeMap::new() };
+            entry.xattrs = if exists { obj.xattrs } else { BTreeMap::new() };
+        }
+        Ok(reply)
     }
 
     fn tmap_update(&self, oid: &str, command: &[u8]) -> StoreResult<()> {
-        let current = self.at_snap(oid, NOSNAP, "tmap_update").unwrap_or_default();
+        self.alive("tmap_update", oid)?;
+        let mut objects = self.pool.objects.lock();
+        let current = objects
+            .get(oid)
+            .and_then(|o| o.head.clone())
+            .unwrap_or_default();
         let mut map = Tmap::decode(&current).map_err(|_| tmap_error(oid, ApplyError::Invalid))?;
         map.apply(command).map_err(|e| tmap_error(oid, e))?;
-        self.put(oid, &map.encode());
+        objects.entry(oid.to_string()).or_default().head = Some(map.encode());
         Ok(())
     }
 
     fn selfmanaged_snap_create(&self) -> StoreResult<SnapId> {
-        Ok(self.next_snap.fetch_add(1, Ordering::SeqCst))
+        self.alive("selfmanaged_snap_create", "")?;
+        Ok(self.cluster.next_snap.fetch_add(1, Ordering::SeqCst))
     }
 
     fn selfmanaged_snap_remove(&self, _snap: SnapId) -> StoreResult<()> {
+        self.alive("selfmanaged_snap_remove", "")?;
         Ok(())
     }
 
     fn watch(&self, oid: &str, callback: WatchCallback) -> StoreResult<Box<dyn WatchGuard>> {
-        let id = self.next_watch.fetch_add(1, Ordering::SeqCst);
-        self.watchers
-            .lock()
-            .insert(id, (oid.to_string(), Arc::new(callback)));
+        self.alive("watch", oid)?;
+        let id = self.cluster.next_watch.fetch_add(1, Ordering::SeqCst);
+        self.cluster.watchers.lock().insert(
+            id,
+            Watcher {
+                gid: self.client.gid,
+                oid: oid.to_string(),
+                pool: self.pool.id,
+                callback: Arc::new(callback),
+            },
+        );
         Ok(Box::new(MemoryWatch {
-            watchers: self.watchers.clone(),
+            watchers: self.cluster.watchers.clone(),
             id,
         }))
     }
 
-    fn notify(&self, oid: &str, payload: &[u8], _timeout_ms: u64) -> StoreResult<NotifyReplies> {
-        let targets: Vec<(u64, Arc<WatchCallback>)> = self
+    /// Delivers the notification to every watcher of `oid` in this pool
+    /// (every client's), each on its own thread, and collects the acks
+    /// that come within `timeout_ms`; the rest are timeouts, as
+    /// `rados_notify2` reports them.
+    fn notify(&self, oid: &str, payload: &[u8], timeout_ms: u64) -> StoreResult<NotifyReplies> {
+        self.alive("notify", oid)?;
+        let targets: Vec<(u64, u64, Arc<WatchCallback>)> = self
+            .cluster
             .watchers
             .lock()
             .iter()
-            .filter(|(_, (o, _))| o == oid)
-            .map(|(id, (_, cb))| (*id, cb.clone()))
+            .filter(|(_, w)| w.oid == oid && w.pool == self.pool.id)
+            .map(|(id, w)| (w.gid, *id, w.callback.clone()))
             .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut pending = Vec::new();
+        for (gid, cookie, cb) in targets {
+            pending.push((gid, cookie));
+            if self.watcher_paused(gid) {
+                continue;
+            }
+            let tx = tx.clone();
+            let payload = payload.to_vec();
+            std::thread::spawn(move || {
+                let ack = cb(WatchEvent::Notify(&payload));
+                let _ = tx.send((gid, cookie, ack));
+            });
+        }
+        drop(tx);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut replies = NotifyReplies::default();
-        for (cookie, cb) in targets {
-            let ack = cb(WatchEvent::Notify(payload));
-            replies.acks.push((MEMORY_GID, cookie, ack));
+        while replies.acks.len() < pending.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(ack) => replies.acks.push(ack),
+                Err(RecvTimeoutError::Timeout) => break,
+                // Only hung (paused) watchers are left: they never answer,
+                // so the notifier waits out its timeout, as with RADOS.
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                    break;
+                }
+            }
+        }
+        for (gid, cookie) in pending {
+            if !replies.acks.iter().any(|a| a.0 == gid && a.1 == cookie) {
+                replies.timeouts.push((gid, cookie));
+            }
         }
         Ok(replies)
     }
 
     fn instance_id(&self) -> u64 {
-        MEMORY_GID
+        self.client.gid
     }
 
-    fn blocklist_add(&self, _address: &str, _expire_secs: u32) -> StoreResult<()> {
+    fn client_address(&self) -> String {
+        self.client.address()
+    }
+
+    /// Blocklists `address`: that client's operations fail with
+    /// EBLOCKLISTED from now on, and its watches break (ENOTCONN).
+    fn blocklist_add(&self, address: &str, _expire_secs: u32) -> StoreResult<()> {
+        self.alive("blocklist_add", address)?;
+        self.cluster.blocklist.lock().insert(address.to_string());
+        let gids = self.cluster.clients_at(address);
+        let broken: Vec<Arc<WatchCallback>> = {
+            let mut watchers = self.cluster.watchers.lock();
+            let ids: Vec<u64> = watchers
+                .iter()
+                .filter(|(_, w)| gids.contains(&w.gid))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| watchers.remove(&id))
+                .map(|w| w.callback)
+                .collect()
+        };
+        for cb in broken {
+            std::thread::spawn(move || {
+                cb(WatchEvent::Error(libc::ENOTCONN));
+            });
+        }
         Ok(())
     }
 
     fn pool_by_id(&self, pool_id: i64) -> StoreResult<Arc<dyn ObjectStore>> {
-        Err(StoreError::Errno {
-            op: "pool_by_id",
-            oid: pool_id.to_string(),
-            errno: libc::ENOENT,
-        })
+        self.alive("pool_by_id", "")?;
+        let pool = self.cluster.pools.lock().get(&pool_id).cloned();
+        match pool {
+            Some(pool) => Ok(Arc::new(MemoryStore {
+                cluster: self.cluster.clone(),
+                client: self.client.clone(),
+                pool,
+            })),
+            None => Err(StoreError::NotFound {
+                op: "pool_by_id",
+                oid: pool_id.to_string(),
+            }),
+        }
     }
 
     fn pool_id(&self) -> i64 {
-        0
+        self.pool.id
+    }
+}
+
+impl MemoryStore {
+    fn watcher_paused(&self, gid: u64) -> bool {
+        self.cluster
+            .clients
+            .lock()
+            .get(&gid)
+            .is_some_and(|c| c.watches_paused.load(Ordering::SeqCst))
     }
 }
 
 struct MemoryWatch {
-    watchers: Arc<Mutex<Watchers>>,
+    watchers: Arc<Mutex<HashMap<u64, Watcher>>>,
     id: u64,
 }
 
@@ -265,27 +617,4 @@ impl Drop for MemoryWatch {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_preserve_old_data() {
-        let s = MemoryStore::new();
-        let none = SnapContext::default();
-        s.write("o", 0, b"aaaa", &none).unwrap();
-        let s1 = s.selfmanaged_snap_create().unwrap();
-        let c1 = SnapContext {
-            seq: s1,
-            snaps: vec![s1],
-        };
-        s.write("o", 1, b"bb", &c1).unwrap();
-        s.write("new", 0, b"x", &c1).unwrap();
-        assert_eq!(s.read("o", 0, 10, NOSNAP).unwrap(), b"abba");
-        assert_eq!(s.read("o", 0, 10, s1).unwrap(), b"aaaa");
-        assert!(s.read("new", 0, 10, s1).unwrap_err().is_not_found());
-        // A write with a stale (empty) context does not preserve anything.
-        let s2 = s.selfmanaged_snap_create().unwrap();
-        s.write("o", 0, b"z", &c1).unwrap();
-        assert_eq!(s.read("o", 0, 10, s2).unwrap(), b"zbba");
-    }
-}
+mod tests;

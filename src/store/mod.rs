@@ -2,6 +2,7 @@
 //! rbdfs needs, with a librados implementation and an in-memory one that
 //! tests use as a double.
 
+pub mod failing;
 pub mod memory;
 pub mod rados;
 

@@ -438,11 +438,75 @@ pub fn decode_get_info(reply: &[u8]) -> Result<LockInfo, FormatError> {
     LockInfo::decode(reply)
 }
 
+/// Opens the versioned (1, 1) section every `lock` input is wrapped in.
+fn lock_input<'a>(input: &'a [u8], what: &'static str) -> Result<Decoder<'a>, FormatError> {
+    let mut d = Decoder::new(input, what);
+    let (_, s) = d.versioned(1)?;
+    finish(&d, what)?;
+    Ok(s)
+}
+
+/// Reads an `unlock` input back (for test doubles): (name, cookie).
+pub fn decode_unlock_input(input: &[u8]) -> Result<(String, String), FormatError> {
+    let mut s = lock_input(input, "lock.unlock input")?;
+    Ok((string(&mut s)?, string(&mut s)?))
+}
+
+/// Reads a `break_lock` input back (for test doubles): (name, locker,
+/// cookie).
+pub fn decode_break_lock_input(input: &[u8]) -> Result<(String, EntityName, String), FormatError> {
+    let mut s = lock_input(input, "lock.break_lock input")?;
+    let name = string(&mut s)?;
+    let locker = EntityName::decode(&mut s)?;
+    Ok((name, locker, string(&mut s)?))
+}
+
+/// Reads a `get_info` input back (for test doubles): the lock name.
+pub fn decode_get_info_input(input: &[u8]) -> Result<String, FormatError> {
+    let mut s = lock_input(input, "lock.get_info input")?;
+    string(&mut s)
+}
+
+/// Reads a `set_cookie` input back (for test doubles): (name, type,
+/// cookie, tag, new cookie).
+pub fn decode_set_cookie_input(
+    input: &[u8],
+) -> Result<(String, u8, String, String, String), FormatError> {
+    let mut s = lock_input(input, "lock.set_cookie input")?;
+    Ok((
+        string(&mut s)?,
+        s.u8()?,
+        string(&mut s)?,
+        string(&mut s)?,
+        string(&mut s)?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{hex, mutate, mutations, noise};
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn lock_inputs_decode_back() {
+        assert_eq!(
+            decode_unlock_input(&unlock_input("rbd_lock", "auto 1")).unwrap(),
+            ("rbd_lock".to_string(), "auto 1".to_string())
+        );
+        let who = EntityName::client(4321);
+        assert_eq!(
+            decode_break_lock_input(&break_lock_input("l", who, "c")).unwrap(),
+            ("l".to_string(), who, "c".to_string())
+        );
+        assert_eq!(decode_get_info_input(&get_info_input("l")).unwrap(), "l");
+        assert_eq!(
+            decode_set_cookie_input(&set_cookie_input("l", 1, "a", "t", "b")).unwrap(),
+            ("l".into(), 1, "a".into(), "t".into(), "b".into())
+        );
+        assert!(decode_unlock_input(&[1, 1, 0, 0, 0, 0, 9]).is_err());
+        assert!(decode_get_info_input(&[]).is_err());
+    }
 
     #[test]
     fn lock_input_layout() {
