@@ -23,6 +23,6 @@ export RBDFS_MODEL_OPS=$ops RBDFS_TEST_SEED=$seed CI=${CI:-true}
 echo "model: $ops ops, RBDFS_TEST_SEED=$seed, tests: ${tests[*]}, conf $RBDFS_TEST_CONF"
 start=$(date +%s)
 rc=0
-cargo test --release --test model -- --exact "${tests[@]}" || rc=$?
+cargo test --release --features cluster-tests --test model -- --exact "${tests[@]}" || rc=$?
 echo "model: ops=$ops seed=$seed tests=${tests[*]} result=$([[ $rc = 0 ]] && echo PASSED || echo FAILED) duration=$(( $(date +%s) - start ))s"
 exit $rc

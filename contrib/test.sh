@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run all the tests: make sure the local test cluster is up (it is left
 # running for the next run; `contrib/cluster.sh stop` stops it), then
-# `cargo test --release` with any extra arguments passed through, e.g.
+# `cargo test --release --features cluster-tests` (the real-cluster suites
+# are built only with that feature) with any extra arguments passed through, e.g.
 #
 #   contrib/test.sh
 #   contrib/test.sh --test format1 -- --nocapture
@@ -20,4 +21,4 @@ export RBDFS_TEST_CONF
 RBDFS_TEST_CONF=$(realpath -m -- "$dir")/ceph.conf
 echo "test.sh: cluster up, RBDFS_TEST_CONF=$RBDFS_TEST_CONF" >&2
 
-exec cargo test --release "$@"
+exec cargo test --release --features cluster-tests "$@"

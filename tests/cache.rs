@@ -113,9 +113,7 @@ fn fuse_connection(mount: &Mount) -> std::path::PathBuf {
 #[test]
 fn write_back_on_fsync_close_snapshot_and_session_end() {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let mut purge = SnapPurge::new(&cluster);
     let name = purge.add(scratch.name("wb"));
@@ -227,9 +225,7 @@ fn watcher_address(cluster: &Cluster, name: &str) -> String {
 #[test]
 fn failed_write_back_reaches_fsync_and_close() {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let (a, b) = (scratch.name("wbfail-a"), scratch.name("wbfail-b"));
     cluster.create_v1_image(&a, 16 * MIB, 22);
@@ -290,9 +286,7 @@ fn failed_write_back_reaches_fsync_and_close() {
 #[test]
 fn cache_stays_within_its_bound() {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     const CACHE_MIB: u64 = 16;
     const SIZE: u64 = 192 * MIB;
     let mut scratch = Scratch::new(&cluster);
@@ -390,9 +384,7 @@ fn cache_stays_within_its_bound() {
 /// head disturb the snapshot.
 fn head_and_snapshot_concurrently(format2: bool) {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     const SIZE: u64 = 48 * MIB;
     let mut scratch = Scratch::new(&cluster);
     let mut purge = SnapPurge::new(&cluster);
@@ -501,9 +493,7 @@ fn librbd_writes(cluster: &Cluster, name: &str) {
 #[test]
 fn another_clients_writes_are_seen() {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     const SIZE: u64 = 24 * MIB;
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("other");
@@ -562,9 +552,7 @@ fn another_clients_writes_are_seen() {
 /// writes back when `rbd` asks for the lock.
 fn snapshot_by_another_client(features: &str) {
     let _serial = serial();
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let mut purge = SnapPurge::new(&cluster);
     let name = purge.add(scratch.name("quiesce"));

@@ -64,9 +64,7 @@ fn check_reads(mount: &Mount, name: &str, data: &[u8], rng: &mut Rng, obj: u64) 
 /// 20 MiB + an odd tail, with a zero hole so `rbd import` (which skips
 /// zero runs) leaves some data objects nonexistent: those must read as zeros.
 fn import_reads_back(order: u8, tag: &str) {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name(tag);
     let mut rng = Rng::new();
@@ -91,9 +89,7 @@ fn import_reads_back_small_order() {
 
 #[test]
 fn random_unaligned_writes_match_export() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("rw");
     let mut rng = Rng::new();
@@ -173,9 +169,7 @@ fn random_unaligned_writes_match_export() {
 
 #[test]
 fn listing_matches_rbd_ls() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let mut rng = Rng::new();
     // Trailing '-' so e.g. "...-1-" never matches another test's "...-10-".
@@ -246,9 +240,7 @@ fn assert_unreadable(mount: &Mount, name: &str, case: &str) {
 
 #[test]
 fn corrupt_header_isolated() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let mut rng = Rng::new();
     let (a, b) = (scratch.name("good"), scratch.name("bad"));
@@ -298,9 +290,7 @@ fn corrupt_header_isolated() {
 
 #[test]
 fn write_past_end_fails_and_writes_nothing() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("eof");
     let mut rng = Rng::new();
@@ -351,9 +341,7 @@ fn write_past_end_fails_and_writes_nothing() {
 
 #[test]
 fn read_only_mount_refuses_writes() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("ro");
     let mut rng = Rng::new();
@@ -389,9 +377,7 @@ fn read_only_mount_refuses_writes() {
 
 #[test]
 fn single_image_option() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let mut rng = Rng::new();
     let (a, b) = (scratch.name("only"), scratch.name("other"));
@@ -446,9 +432,7 @@ fn assert_daemons_exit(pids: &[u32], what: &str) {
 
 #[test]
 fn mount_helper_form() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("helper");
     let mut rng = Rng::new();
@@ -598,9 +582,7 @@ fn unreachable_cluster_fails_fast() {
 
 #[test]
 fn missing_pool_fails_clearly() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let pool = "no-such-pool-xyz";
     let dir = MountDir::new();
     let args = [
@@ -637,9 +619,7 @@ fn missing_pool_fails_clearly() {
 
 #[test]
 fn sigterm_unmounts_cleanly() {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let name = scratch.name("term");
     let mut rng = Rng::new();

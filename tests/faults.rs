@@ -176,9 +176,7 @@ fn check_crash(got: &[u8], base: &[u8], log: &WriterLog) -> Result<(), String> {
 }
 
 fn crash_test(test: &str, v2: bool, rounds: usize) {
-    let Some(cluster) = Cluster::get() else {
-        return;
-    };
+    let cluster = Cluster::get();
     let mut scratch = Scratch::new(&cluster);
     let img = scratch.name("crash");
     let seed = env_seed();
@@ -322,8 +320,9 @@ struct Ctl {
 }
 
 impl OwnCluster {
-    /// None (SKIPPED) if no cluster can be made, a panic under CI=true.
-    fn start(test: &str) -> Option<OwnCluster> {
+    /// A private cluster; a panic if none can be made (a missing
+    /// prerequisite is a failure, never a silent pass).
+    fn start(test: &str) -> OwnCluster {
         let dir = PathBuf::from(format!("/var/tmp/rbdfs-faults-{}", std::process::id()));
         let mut why = String::from("ceph-mon not installed");
         if Command::new("ceph-mon").arg("--version").output().is_ok() {
@@ -340,7 +339,7 @@ impl OwnCluster {
                             conf: dir.join("ceph.conf"),
                             dir,
                         };
-                        return Some(OwnCluster { ctl });
+                        return OwnCluster { ctl };
                     }
                     Ok(o) => why = String::from_utf8_lossy(&o.stderr).into_owned(),
                     Err(e) => why = e,
@@ -351,16 +350,10 @@ impl OwnCluster {
                 }
             }
         }
-        if ci() {
-            panic!(
-                "[{test}] cannot start a private cluster in {}: {why}",
-                dir.display()
-            );
-        }
-        report(&format!(
-            "\n*** [{test}] SKIPPED: cannot start a private cluster: {why}\n"
-        ));
-        None
+        panic!(
+            "[{test}] cannot start a private cluster in {}: {why}",
+            dir.display()
+        );
     }
 }
 
@@ -547,14 +540,11 @@ fn run_fio(file: &Path) -> Result<String, String> {
 
 #[test]
 fn osd_faults() {
-    if Command::new("fio").arg("--version").output().is_err() {
-        assert!(!ci(), "fio is not installed; CI=true makes this fatal");
-        report("\n*** [osd_faults] SKIPPED: fio is not installed\n");
-        return;
-    }
-    let Some(guard) = OwnCluster::start("osd_faults") else {
-        return;
-    };
+    assert!(
+        Command::new("fio").arg("--version").output().is_ok(),
+        "fio is not installed (contrib/quickstart.sh and .ci/run install it)"
+    );
+    let guard = OwnCluster::start("osd_faults");
     let cluster = &guard.ctl;
     let t_start = Instant::now();
     cluster.rbd(&["create", "--size", "192M", "rbd/faults"]);

@@ -45,7 +45,7 @@ struct Env {
 }
 
 fn env() -> Option<Env> {
-    let cluster = Cluster::get()?;
+    let cluster = Cluster::get();
     let (rados, pool) = cluster.librados();
     Some(Env {
         cluster,

@@ -4,8 +4,9 @@
 //!
 //! Environment:
 //! - `RBDFS_TEST_CONF`: cluster conf (default `/var/tmp/rbdfs-cluster/ceph.conf`).
-//! - `CI=true`: an unreachable cluster or a failed mount is a test failure;
-//!   otherwise cluster tests print "SKIPPED" and return.
+//! - The suites that use this harness are built only with the
+//!   `cluster-tests` feature (contrib/test.sh and CI turn it on); there an
+//!   unreachable cluster or a failed mount is always a test failure.
 //! - `RBDFS_TEST_SEED`: reproduce a run's random data/offsets.
 #![allow(dead_code)] // each test binary uses a different subset
 
