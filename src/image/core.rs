@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use log::{debug, warn};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -18,12 +19,11 @@ type WriteAdmission<'a> = (RwLockReadGuard<'a, ()>, bool);
 use super::header::{self, HeaderRef};
 use super::info::{ImageError, ImageInfo, ImageResult};
 use super::lock::ExclusiveLock;
+use super::watch::{HeaderWatch, UNWATCHED_REFRESH};
 use crate::cache::ObjectIo;
-use crate::format::v2::{
-    FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NOTIFY_OP_QUIESCE, NotifyMessage,
-};
+use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
 use crate::layout::Layout;
-use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError, WatchEvent, WatchGuard};
+use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError};
 
 /// Locks that serialise copy-ups of one object.
 const COPY_UP_LOCKS: usize = 64;
@@ -41,7 +41,10 @@ pub struct ImageCore {
     /// Set by the header watch when another client changed the header, and
     /// when the watch broke (a notification may have been lost).
     stale: Arc<AtomicBool>,
-    watch: Mutex<Option<Box<dyn WatchGuard>>>,
+    watch: Arc<HeaderWatch>,
+    /// When the header was last read (without a watch it is re-read
+    /// after `UNWATCHED_REFRESH`).
+    loaded_at: Mutex<Instant>,
     /// The clone's parent, opened at first need.
     parent: Mutex<Option<Arc<ImageCore>>>,
     /// Objects of a clone known to exist in the child (no copy-up needed).
@@ -99,23 +102,36 @@ impl ImageCore {
                 info.features & FEATURE_OBJECT_MAP != 0,
             ))
         });
+        let stale = Arc::new(AtomicBool::new(false));
+        let watch_broken = Arc::new(AtomicBool::new(false));
+        let quiesce_hook = Arc::new(Mutex::new(None));
+        let watch = Arc::new(HeaderWatch::new(
+            store.clone(),
+            header.header_oid(),
+            name.clone(),
+            stale.clone(),
+            watch_broken.clone(),
+            lock.clone(),
+            quiesce_hook.clone(),
+        ));
         let core = ImageCore {
             store,
             data_store,
             header,
             name,
             info: RwLock::new(Arc::new(info)),
-            stale: Arc::new(AtomicBool::new(false)),
-            watch: Mutex::new(None),
+            stale,
+            watch,
+            loaded_at: Mutex::new(Instant::now()),
             parent: Mutex::new(None),
             copied_up: Mutex::new(HashSet::new()),
             copy_up_locks: std::array::from_fn(|_| Mutex::new(())),
             depth,
             lock,
-            watch_broken: Arc::new(AtomicBool::new(false)),
-            quiesce_hook: Arc::new(Mutex::new(None)),
+            watch_broken,
+            quiesce_hook,
         };
-        core.ensure_watch();
+        core.watch.ensure();
         Ok(core)
     }
 
@@ -131,53 +147,6 @@ impl ImageCore {
         self.header.header_oid()
     }
 
-    /// Watches the header so that snapshots and resizes by other clients
-    /// reach us; without a watch every refresh point re-reads the header.
-    fn ensure_watch(&self) {
-        let mut watch = self.watch.lock();
-        if watch.is_some() {
-            return;
-        }
-        let stale = self.stale.clone();
-        let broken = self.watch_broken.clone();
-        let name = self.name.clone();
-        let lock = self.lock.clone();
-        let quiesce_hook = self.quiesce_hook.clone();
-        let callback = Box::new(move |event: WatchEvent<'_>| match event {
-            WatchEvent::Error(e) => {
-                warn!(
-                    "image {name}: header watch failed ({e}); will re-watch and re-read the header"
-                );
-                broken.store(true, Ordering::SeqCst);
-                stale.store(true, Ordering::SeqCst);
-                Vec::new()
-            }
-            WatchEvent::Notify(payload) => {
-                let msg = NotifyMessage::decode(payload).unwrap_or(NotifyMessage::HeaderUpdate);
-                debug!("image {name}: notification {msg:?}");
-                if matches!(msg, NotifyMessage::HeaderUpdate) {
-                    stale.store(true, Ordering::SeqCst);
-                }
-                if matches!(msg, NotifyMessage::Other(NOTIFY_OP_QUIESCE))
-                    && let Some(hook) = quiesce_hook.lock().clone()
-                {
-                    quiesce(&name, hook);
-                }
-                match &lock {
-                    Some(lock) => lock.handle_notify(&msg),
-                    None => Vec::new(),
-                }
-            }
-        });
-        match self.store.watch(&self.header_oid(), callback) {
-            Ok(guard) => *watch = Some(guard),
-            Err(e) => {
-                warn!("image {}: cannot watch the header: {e}", self.name);
-                self.stale.store(true, Ordering::SeqCst);
-            }
-        }
-    }
-
     /// What to run (write back the cache) when another client quiesces the
     /// image before a snapshot.
     pub(super) fn set_quiesce_hook(&self, hook: QuiesceHook) {
@@ -190,6 +159,7 @@ impl ImageCore {
         // not lost, it just causes one more refresh.
         self.stale.store(false, Ordering::SeqCst);
         let info = Arc::new(header::load(&*self.store, &self.header)?);
+        *self.loaded_at.lock() = Instant::now();
         let old = std::mem::replace(&mut *self.info.write(), info.clone());
         if let Some(lock) = &self.lock {
             lock.set_object_map(info.features & FEATURE_OBJECT_MAP != 0)?;
@@ -208,21 +178,36 @@ impl ImageCore {
                     self.name
                 );
             }
-            *self.watch.lock() = None;
+            self.watch.drop_broken();
         }
-        if self.watch.lock().is_none() {
-            self.ensure_watch();
-        }
+        self.watch.ensure();
         Ok(info)
     }
 
-    pub(super) fn watch_cookie(&self) -> Option<u64> {
-        self.watch.lock().as_ref().map(|w| w.cookie())
+    /// The watch handle the exclusive lock's cookie must name, setting the
+    /// watch now if the background has not managed yet (the caller is about
+    /// to write, so waiting for a write-class operation is fine). None when
+    /// we may not watch (a read-only CephX user): the lock then refuses
+    /// writes as read-only. Other failures (full pool: EDQUOT/ENOSPC) are
+    /// the caller's error.
+    pub(super) fn watch_cookie_for_lock(&self) -> ImageResult<Option<u64>> {
+        if let Some(cookie) = self.watch.cookie() {
+            return Ok(Some(cookie));
+        }
+        match self.watch.set_now() {
+            Ok(cookie) => Ok(Some(cookie)),
+            Err(e) if matches!(e.errno(), libc::EPERM | libc::EACCES) => Ok(None),
+            Err(e) => Err(self.store_err(e)),
+        }
     }
 
-    /// The header, re-read first if it may have changed.
+    /// The header, re-read first if it may have changed: a notification
+    /// said so, or there is no watch and our copy is older than
+    /// `UNWATCHED_REFRESH`.
     pub fn current_info(&self) -> ImageResult<Arc<ImageInfo>> {
-        if self.stale.load(Ordering::SeqCst) {
+        let unwatched_and_old =
+            || !self.watch.is_set() && self.loaded_at.lock().elapsed() >= UNWATCHED_REFRESH;
+        if self.stale.load(Ordering::SeqCst) || unwatched_and_old() {
             self.refresh()
         } else {
             Ok(self.info())
@@ -414,7 +399,7 @@ impl ObjectIo for ImageCore {
 /// Runs the quiesce hook on its own thread (it may need the exclusive
 /// lock, whose notifications this watch thread must stay free to answer)
 /// and waits for it at most `QUIESCE_WAIT`.
-fn quiesce(name: &str, hook: QuiesceHook) {
+pub(super) fn quiesce(name: &str, hook: QuiesceHook) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("rbdfs-quiesce".into())
@@ -454,7 +439,7 @@ impl ImageCore {
         }
         let admission = match &self.lock {
             Some(lock) if info.features & FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Some(lock.write_guard(self.watch_cookie(), object_no)?)
+                Some(lock.write_guard(self.watch_cookie_for_lock()?, object_no)?)
             }
             _ => None,
         };

@@ -11,6 +11,7 @@ mod lock;
 mod sparse;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::sync::Arc;
 
@@ -355,7 +356,7 @@ impl Image {
     ) -> ImageResult<Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>> {
         match &self.core.lock {
             Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Ok(Some(lock.owned_guard(self.core.watch_cookie())?))
+                Ok(Some(lock.owned_guard(self.core.watch_cookie_for_lock()?)?))
             }
             _ => Ok(None),
         }

@@ -103,7 +103,7 @@ impl ImageCore {
             .as_ref()
             .filter(|_| info.features & FEATURE_EXCLUSIVE_LOCK != 0);
         let _guard = match lock {
-            Some(l) => Some(l.owned_guard(self.watch_cookie())?),
+            Some(l) => Some(l.owned_guard(self.watch_cookie_for_lock()?)?),
             None => None,
         };
         let oid = info.data_object(object_no);

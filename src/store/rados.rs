@@ -55,7 +55,20 @@ mod pool_stat_ffi {
             io: ceph::rados::rados_ioctx_t,
             stats: *mut PoolStat,
         ) -> libc::c_int;
+        /// Not in the `ceph` crate's bindings (librados 12+).
+        pub fn rados_set_pool_full_try(io: ceph::rados::rados_ioctx_t);
     }
+}
+
+/// Every I/O context we make sends its operations even when the pool or
+/// cluster is flagged full (quota reached, OSDs full): a write then fails
+/// at once with EDQUOT or ENOSPC, which we can report, instead of waiting
+/// for space until `rados_timeout`; deletes (removing an image or snapshot
+/// to make room) go through, as `rbd rm` does.
+fn full_try(io: rados_ioctx_t) {
+    // SAFETY: io is a live I/O context that we just created; the call only
+    // sets a flag on it.
+    unsafe { pool_stat_ffi::rados_set_pool_full_try(io) };
 }
 
 /// How to reach the cluster, following Ceph's conventions.
@@ -190,6 +203,7 @@ impl RadosCluster {
                 errno: -rc,
             });
         }
+        full_try(io);
         Ok(RadosPool::from_ctx(self.clone(), IoCtx(io)))
     }
 }
@@ -271,6 +285,7 @@ impl RadosPool {
         let mut io: rados_ioctx_t = ptr::null_mut();
         let rc = unsafe { rados_ioctx_create(self.cluster.handle, name.as_ptr(), &mut io) };
         check("ioctx_create", &self.name, rc)?;
+        full_try(io);
         Ok(IoCtx(io))
     }
 
@@ -629,6 +644,7 @@ impl ObjectStore for RadosPool {
         let mut io: rados_ioctx_t = ptr::null_mut();
         let rc = unsafe { rados_ioctx_create2(self.cluster.handle, pool_id, &mut io) };
         check("ioctx_create2", &pool_id.to_string(), rc)?;
+        full_try(io);
         let pool = RadosPool::from_ctx(self.cluster.clone(), IoCtx(io));
         Ok(Arc::new(pool))
     }

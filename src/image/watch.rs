@@ -1,0 +1,192 @@
+//! The header watch: how other clients' changes (snapshots, resizes, lock
+//! requests, quiesce before their snapshot) reach an open image.
+//!
+//! Setting a watch is a write-class RADOS operation. On a full pool it
+//! waits for space (or fails with EDQUOT/ENOSPC), and a read-only CephX
+//! user (`profile rbd-read-only`) may not set one at all (EPERM). Opening
+//! and reading an image must not wait for it, so the watch is set by a
+//! background thread, retried with backoff, and while it is missing the
+//! header is re-read at most every [`UNWATCHED_REFRESH`]. Writers that need
+//! the exclusive lock (whose cookie names the watch) try it inline, since
+//! they write anyway.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use super::core::{QuiesceHook, quiesce};
+use super::lock::ExclusiveLock;
+use crate::format::v2::{NOTIFY_OP_QUIESCE, NotifyMessage};
+use crate::store::{ObjectStore, StoreResult, WatchEvent, WatchGuard};
+
+/// Without a watch, notifications are lost: the header is re-read this
+/// often (at most), as the kernel re-asks for attributes after its TTL.
+pub const UNWATCHED_REFRESH: Duration = Duration::from_secs(1);
+
+/// Backoff of the background attempts: first retry after 1 s, doubling.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+pub struct HeaderWatch {
+    store: Arc<dyn ObjectStore>,
+    oid: String,
+    name: String,
+    /// Set on a header-update notification and when the watch broke.
+    stale: Arc<AtomicBool>,
+    /// The watch broke: the owner re-watches (and re-takes the lock).
+    broken: Arc<AtomicBool>,
+    lock: Option<Arc<ExclusiveLock>>,
+    quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
+    guard: Mutex<Option<Box<dyn WatchGuard>>>,
+    /// One attempt at a time, background or inline.
+    attempt: Mutex<()>,
+    /// A background thread is retrying.
+    retrying: AtomicBool,
+    /// Failed attempts since the last success (the first is logged as a
+    /// warning, the rest at debug level).
+    failures: AtomicU32,
+}
+
+impl HeaderWatch {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        oid: String,
+        name: String,
+        stale: Arc<AtomicBool>,
+        broken: Arc<AtomicBool>,
+        lock: Option<Arc<ExclusiveLock>>,
+        quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
+    ) -> HeaderWatch {
+        HeaderWatch {
+            store,
+            oid,
+            name,
+            stale,
+            broken,
+            lock,
+            quiesce_hook,
+            guard: Mutex::new(None),
+            attempt: Mutex::new(()),
+            retrying: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    /// The watch handle (the exclusive lock's cookie names it), if set.
+    pub fn cookie(&self) -> Option<u64> {
+        self.guard.lock().as_ref().map(|g| g.cookie())
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.guard.lock().is_some()
+    }
+
+    /// Forgets a broken watch (unwatching it), so a new one can be set.
+    pub fn drop_broken(&self) {
+        *self.guard.lock() = None;
+    }
+
+    /// Sets the watch now if it is not set, waiting for RADOS: for callers
+    /// that are about to write anyway. Returns the handle.
+    pub fn set_now(&self) -> StoreResult<u64> {
+        let _one = self.attempt.lock();
+        if let Some(cookie) = self.cookie() {
+            return Ok(cookie);
+        }
+        match self.store.watch(&self.oid, self.callback()) {
+            Ok(guard) => {
+                let cookie = guard.cookie();
+                *self.guard.lock() = Some(guard);
+                let failed = self.failures.swap(0, Ordering::SeqCst);
+                if failed > 0 {
+                    info!(
+                        "image {}: header watch set (after {failed} failed attempts)",
+                        self.name
+                    );
+                }
+                // Notifications before now were not seen: read it again.
+                self.stale.store(true, Ordering::SeqCst);
+                Ok(cookie)
+            }
+            Err(e) => {
+                if self.failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                    warn!(
+                        "image {}: cannot watch the header ({e}); retrying in the background, \
+                         re-reading the header every {UNWATCHED_REFRESH:?} meanwhile",
+                        self.name
+                    );
+                } else {
+                    debug!("image {}: header watch still failing: {e}", self.name);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes sure the watch gets set without waiting for it: a background
+    /// thread tries until it succeeds or the image is closed.
+    pub fn ensure(self: &Arc<Self>) {
+        if self.is_set() || self.retrying.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak: Weak<HeaderWatch> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("rbdfs-watch".into())
+            .spawn(move || {
+                let mut backoff = RETRY_FIRST;
+                loop {
+                    let Some(watch) = weak.upgrade() else {
+                        return;
+                    };
+                    if watch.set_now().is_ok() {
+                        watch.retrying.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    drop(watch);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("image {}: cannot start the header watcher: {e}", self.name);
+            self.retrying.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn callback(&self) -> crate::store::WatchCallback {
+        let stale = self.stale.clone();
+        let broken = self.broken.clone();
+        let name = self.name.clone();
+        let lock = self.lock.clone();
+        let quiesce_hook = self.quiesce_hook.clone();
+        Box::new(move |event: WatchEvent<'_>| match event {
+            WatchEvent::Error(e) => {
+                warn!(
+                    "image {name}: header watch failed ({e}); will re-watch and re-read the header"
+                );
+                broken.store(true, Ordering::SeqCst);
+                stale.store(true, Ordering::SeqCst);
+                Vec::new()
+            }
+            WatchEvent::Notify(payload) => {
+                let msg = NotifyMessage::decode(payload).unwrap_or(NotifyMessage::HeaderUpdate);
+                debug!("image {name}: notification {msg:?}");
+                if matches!(msg, NotifyMessage::HeaderUpdate) {
+                    stale.store(true, Ordering::SeqCst);
+                }
+                if matches!(msg, NotifyMessage::Other(NOTIFY_OP_QUIESCE))
+                    && let Some(hook) = quiesce_hook.lock().clone()
+                {
+                    quiesce(&name, hook);
+                }
+                match &lock {
+                    Some(lock) => lock.handle_notify(&msg),
+                    None => Vec::new(),
+                }
+            }
+        })
+    }
+}
