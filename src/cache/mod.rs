@@ -78,7 +78,7 @@ use self::clean::{Budget, Key};
 use self::pool::WorkPool;
 use self::read::{Fills, Streams};
 use self::write::{Slot, flusher};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::store::{NOSNAP, SnapId};
 

@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::clean::{ENTRY_OVERHEAD, Key};
 use super::pool::Priority;
 use super::{ImageState, bump, extents};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::store::{NOSNAP, SnapId};
 
 /// Below this many sequential reads in a row a stream does not prefetch.

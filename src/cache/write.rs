@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::extents::{EXTENT_OVERHEAD, Extents};
 use super::pool::Priority;
 use super::{ImageState, Shared, allocator, bump};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::store::NOSNAP;
 

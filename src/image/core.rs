@@ -16,9 +16,10 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 type WriteAdmission<'a> = (RwLockReadGuard<'a, ()>, bool);
 
 use super::header::{self, HeaderRef};
-use super::info::{ImageError, ImageInfo, ImageResult};
+use super::info::ImageInfo;
 use super::lock::ExclusiveLock;
 use crate::cache::ObjectIo;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{
     FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, NOTIFY_OP_QUIESCE, NotifyMessage,
 };

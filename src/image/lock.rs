@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use super::info::{ImageError, ImageResult};
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::*;
 use crate::store::{ObjectStore, StoreError};
 

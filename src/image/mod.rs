@@ -10,7 +10,7 @@ mod info;
 mod lock;
 mod sparse;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -19,9 +19,10 @@ use parking_lot::RwLock;
 
 pub use self::core::ImageCore;
 pub use self::header::HeaderRef;
-pub use self::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
+pub use self::info::{ImageInfo, ParentInfo};
 pub use self::sparse::Seek;
 use crate::cache::{Cache, ImageCache};
+pub use crate::error::{ImageError, ImageResult};
 use crate::format::decode::Encoder;
 use crate::format::v2;
 use crate::format::{MAX_NAME_LEN, SnapshotInfo};

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use super::core::ImageCore;
-use super::info::{ImageError, ImageInfo, ImageResult};
+use super::info::ImageInfo;
 use crate::cache::ObjectIo;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{
     FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, ObjectMap, ObjectState, object_map_object,
 };
