@@ -15,6 +15,9 @@ use crate::image::admin::{self, CreateOptions};
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
 
+#[cfg(test)]
+mod tests;
+
 /// Object whose data holds the format-1 image names as a TMAP.
 pub const DIRECTORY: &str = "rbd_directory";
 

@@ -262,6 +262,8 @@ fn failed_write_back_reaches_fsync_and_close() {
     fa.sync_all()
         .expect("the same error reported to a second fsync");
 
+    // SAFETY: into_raw_fd gives up the File's ownership, so this close is
+    // the descriptor's only one.
     let r = unsafe { libc::close(std::os::unix::io::IntoRawFd::into_raw_fd(fb)) };
     let close_err = io::Error::last_os_error();
     assert_eq!(r, -1, "close after a failed write-back succeeded");

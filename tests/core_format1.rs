@@ -422,6 +422,7 @@ fn assert_daemons_exit(pids: &[u32], what: &str) {
     }
     let left: Vec<u32> = pids.iter().copied().filter(alive).collect();
     for &pid in &left {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
     }
     assert!(

@@ -377,6 +377,7 @@ impl Ctl {
 
     fn signal(&self, daemon: &str, sig: i32) {
         assert_eq!(
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
             unsafe { libc::kill(self.pid(daemon), sig) },
             0,
             "kill {daemon}"
@@ -413,6 +414,7 @@ impl Drop for OwnCluster {
             if let Ok(pid) = fs::read_to_string(dir.join(format!("run/{d}.pid")))
                 && let Ok(pid) = pid.trim().parse::<i32>()
             {
+                // SAFETY: kill(2) takes plain integers and touches no memory of ours.
                 unsafe { libc::kill(pid, libc::SIGCONT) };
             }
         }

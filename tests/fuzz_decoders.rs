@@ -31,16 +31,23 @@ fn note(size: usize) {
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
 }
 
+// SAFETY: every call is passed to the system allocator unchanged; `note`
+// only records a size in a const-initialised thread-local and never
+// allocates.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
         note(layout.size());
+        // SAFETY: the caller upholds alloc's contract, which System shares.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        // SAFETY: `ptr` came from System.alloc/realloc above with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
         note(new_size);
+        // SAFETY: `ptr` came from System with `layout`; the caller upholds
+        // realloc's contract for `new_size`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

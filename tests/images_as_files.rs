@@ -207,12 +207,16 @@ fn import(cluster: &Cluster, name: &str, data: &[u8], extra: &str) {
 }
 
 fn lseek(f: &File, off: u64, whence: i32) -> Result<u64, i32> {
+    // SAFETY: `f` keeps the descriptor open across the call; lseek touches
+    // no memory of ours.
     let r = unsafe { libc::lseek(f.as_raw_fd(), off as i64, whence) };
     let e = io::Error::last_os_error().raw_os_error().unwrap();
     if r < 0 { Err(e) } else { Ok(r as u64) }
 }
 
 fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: `f` keeps the descriptor open across the call; fallocate
+    // touches no memory of ours.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) };
     if r != 0 {
         Err(io::Error::last_os_error())
@@ -1084,6 +1088,8 @@ fn xattrs_describe_the_image() {
             cstr(b"user.rbd.object_prefix"),
         );
         let mut small = [0u8; 2];
+        // SAFETY: `cp` and `cn` are NUL-terminated CStrings alive across the
+        // call; `small` has the 2 bytes the kernel may write.
         let r = unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), small.as_mut_ptr().cast(), 2) };
         let e = io::Error::last_os_error().raw_os_error();
         assert!(

@@ -79,6 +79,8 @@ fn tail(text: &str, lines: usize) -> String {
 /// close(2) with its result: `File`'s drop ignores it, but a close of a
 /// written file is an acknowledgement (FUSE flush) and may report failure.
 fn close_checked(f: File) -> io::Result<()> {
+    // SAFETY: into_raw_fd gives up the File's ownership, so this close is
+    // the descriptor's only one.
     match unsafe { libc::close(f.into_raw_fd()) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
@@ -661,6 +663,7 @@ fn mono_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

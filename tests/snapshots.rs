@@ -437,6 +437,7 @@ fn snapshot_of_resized_image_keeps_old_size() {
 /// writable descriptor can be opened for.
 fn truncate_path(p: &Path, len: i64) -> io::Result<()> {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated CString alive across the call.
     if unsafe { libc::truncate(c.as_ptr(), len) } == 0 {
         Ok(())
     } else {

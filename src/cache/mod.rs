@@ -58,12 +58,12 @@
 //!   for each other.
 
 mod allocator;
-mod clean;
+mod budget;
 mod extents;
-mod pool;
 mod read;
 #[cfg(test)]
 mod tests;
+mod workers;
 mod write;
 
 use std::collections::HashMap;
@@ -74,11 +74,11 @@ use std::time::Duration;
 use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 
-use self::clean::{Budget, Key};
-use self::pool::WorkPool;
+use self::budget::{Budget, Key};
 use self::read::{Fills, Streams};
+use self::workers::Workers;
 use self::write::{Slot, flusher};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::store::{NOSNAP, SnapId};
 
@@ -111,7 +111,7 @@ pub trait ObjectIo: Send + Sync {
     /// Whether the head's data may be kept (clean) now. An image that
     /// other clients may write while we do not hold its exclusive lock
     /// answers false then (its read-ahead is then kept only for
-    /// `readahead_ttl`); its lock handover should also `write_back` and
+    /// `readahead_ttl`); its lock handover should also `write_back_all` and
     /// `invalidate` the cache, and so should taking the lock. Dirty data
     /// is kept regardless (it is ours).
     fn cache_head(&self) -> bool {
@@ -256,7 +256,7 @@ struct Shared {
     /// Signalled whenever bytes leave the budget.
     space: Condvar,
     counters: Counters,
-    pool: WorkPool,
+    workers: Workers,
     images: Mutex<Vec<Weak<ImageState>>>,
     flusher: Mutex<FlusherState>,
     flusher_cv: Condvar,
@@ -343,7 +343,7 @@ impl Cache {
             budget: Mutex::new(Budget::new(config.capacity, config.dirty_limit())),
             space: Condvar::new(),
             counters: Counters::default(),
-            pool: WorkPool::new(config.workers),
+            workers: Workers::new(config.workers),
             images: Mutex::new(Vec::new()),
             flusher: Mutex::new(FlusherState::default()),
             flusher_cv: Condvar::new(),
@@ -396,7 +396,7 @@ impl Drop for Cache {
         // Every ImageCache (each holds the Cache) has flushed by now.
         self.shared.flusher.lock().shutdown = true;
         self.shared.flusher_cv.notify_all();
-        self.shared.pool.shutdown();
+        self.shared.workers.shutdown();
     }
 }
 
@@ -507,7 +507,7 @@ impl ImageCache {
     /// but leaves a write-back error recorded for the next `flush` (which
     /// reports it to fsync/close). For internal callers, e.g. handing the
     /// exclusive lock over. False if an error is pending.
-    pub fn write_back(&self) -> bool {
+    pub fn write_back_all(&self) -> bool {
         self.state.write_back_all();
         self.state.error.lock().is_none()
     }

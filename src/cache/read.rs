@@ -9,10 +9,10 @@ use std::time::Instant;
 use log::debug;
 use parking_lot::{Condvar, Mutex};
 
-use super::clean::{ENTRY_OVERHEAD, Key};
-use super::pool::Priority;
+use super::budget::{ENTRY_OVERHEAD, Key};
+use super::workers::Priority;
 use super::{ImageState, bump, extents};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::store::{NOSNAP, SnapId};
 
 /// Below this many sequential reads in a row a stream does not prefetch.
@@ -470,7 +470,7 @@ impl ImageState {
             };
             bump(&self.shared.counters.prefetched, end - start);
             let image = self.clone();
-            self.shared.pool.submit(
+            self.shared.workers.submit(
                 Priority::Prefetch,
                 Box::new(move || {
                     if !Self::claim(&fill) {

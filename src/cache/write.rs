@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::extents::{EXTENT_OVERHEAD, Extents};
-use super::pool::Priority;
+use super::workers::Priority;
 use super::{ImageState, Shared, allocator, bump};
-use crate::image::ImageError;
+use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::store::NOSNAP;
 
@@ -191,7 +191,7 @@ impl ImageState {
             queue
         });
         if queue {
-            self.submit_write_back(object_no);
+            self.queue_object_write_back(object_no);
         }
         Ok(())
     }
@@ -264,16 +264,16 @@ impl ImageState {
         batch
     }
 
-    pub(super) fn submit_write_back(self: &Arc<Self>, object_no: u64) {
+    pub(super) fn queue_object_write_back(self: &Arc<Self>, object_no: u64) {
         let image = self.clone();
-        self.shared.pool.submit(
+        self.shared.workers.submit(
             Priority::WriteBack,
-            Box::new(move || image.write_back(object_no)),
+            Box::new(move || image.write_back_object(object_no)),
         );
     }
 
     /// The write-back job of one object: its dirty runs as one batch.
-    pub(super) fn write_back(self: &Arc<Self>, object_no: u64) {
+    pub(super) fn write_back_object(self: &Arc<Self>, object_no: u64) {
         let Some(slot) = self.existing_slot(object_no) else {
             return;
         };
@@ -326,7 +326,7 @@ impl ImageState {
             Err(e) => self.record_error(e),
         }
         if requeue {
-            self.submit_write_back(object_no);
+            self.queue_object_write_back(object_no);
         }
         self.notify_progress();
         self.remove_if_idle(object_no);
@@ -359,7 +359,7 @@ impl ImageState {
                 queue
             };
             if queue {
-                self.submit_write_back(object_no);
+                self.queue_object_write_back(object_no);
             }
         }
     }
@@ -401,7 +401,7 @@ impl ImageState {
             if !submit.is_empty() {
                 drop(g);
                 for object_no in submit {
-                    self.submit_write_back(object_no);
+                    self.queue_object_write_back(object_no);
                 }
                 continue;
             }

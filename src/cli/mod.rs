@@ -144,11 +144,17 @@ fn init_logging(cfg: &MountConfig, to_stderr: bool) {
 /// live, or why it failed, so the exit status means what it says.
 fn daemonize_and_mount(cfg: &MountConfig) -> i32 {
     let mut fds = [0; 2];
+    // SAFETY: `fds` is an array of two c_ints, what pipe() writes.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         eprintln!("rbdfs: pipe: {}", std::io::Error::last_os_error());
         return 1;
     }
+    // SAFETY: pipe() succeeded, so both are open descriptors that nothing
+    // else owns; each OwnedFd takes sole ownership of one.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (we fork before the cache and
+    // librados start theirs), so the child's copy of memory is consistent;
+    // the child only continues in Rust as the sole thread.
     match unsafe { libc::fork() } {
         -1 => {
             eprintln!("rbdfs: fork: {}", std::io::Error::last_os_error());
@@ -156,6 +162,8 @@ fn daemonize_and_mount(cfg: &MountConfig) -> i32 {
         }
         0 => {
             drop(rd);
+            // SAFETY: setsid takes no arguments and touches no memory of
+            // ours; failure (already a group leader) is harmless here.
             unsafe { libc::setsid() };
             init_logging(cfg, false);
             let mut report = std::fs::File::from(wr);
@@ -289,6 +297,10 @@ fn is_mounted(mountpoint: &std::path::Path) -> bool {
 }
 
 fn detach_stdio() {
+    // SAFETY: the path is a NUL-terminated C string literal; dup2 only
+    // redirects descriptors 0-2 (Rust's std handles keep working, now on
+    // /dev/null) and close releases the descriptor opened here, which
+    // nothing else owns.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
@@ -308,6 +320,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
     let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::SeqCst);
     if fd >= 0 {
         let b = sig as u8;
+        // SAFETY: write(2) is async-signal-safe; it reads one byte from `b`,
+        // which lives across the call. A stale or closed fd only makes it fail.
         unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
     }
 }
@@ -316,6 +330,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// handler only writes to a pipe (async-signal-safe), a thread does the rest.
 fn spawn_signal_watcher(mut unmounter: fuser::SessionUnmounter, mountpoint: PathBuf) {
     let mut fds = [0; 2];
+    // SAFETY: `fds` is an array of two c_ints, what pipe() writes.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
         warn!(
             "cannot set up signal handling: {}",
@@ -324,10 +339,16 @@ fn spawn_signal_watcher(mut unmounter: fuser::SessionUnmounter, mountpoint: Path
         return;
     }
     SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: `on_signal` is an `extern "C" fn(c_int)`, the handler type
+    // signal() expects, and does only async-signal-safe work (an atomic
+    // load and write(2)).
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    // SAFETY: pipe() succeeded, so fds[0] is an open descriptor owned by
+    // nothing else; the File takes sole ownership (the write end stays
+    // open for the handler, for the life of the process).
     let mut rd = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     std::thread::spawn(move || {
         let mut sig = [0u8; 1];
@@ -339,6 +360,8 @@ fn spawn_signal_watcher(mut unmounter: fuser::SessionUnmounter, mountpoint: Path
             // Busy (open files): detach lazily so the session still ends.
             warn!("unmount failed ({e}); detaching lazily");
             if let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
+                // SAFETY: `path` is a NUL-terminated CString alive across
+                // the call; umount2 only reads it.
                 unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
             }
         }

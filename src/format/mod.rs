@@ -2,11 +2,14 @@
 //! no input, however hostile, makes these functions panic.
 
 pub mod decode;
+pub mod snap;
 pub mod tmap;
 pub mod v1;
 pub mod v2;
 
 use thiserror::Error;
+
+pub use self::snap::{NOSNAP, SnapContext, SnapId};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum FormatError {

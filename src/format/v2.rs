@@ -59,7 +59,7 @@ use super::FormatError;
 use super::decode::{Decoder, Encoder};
 
 /// CEPH_NOSNAP: "the head" wherever a method takes a snap id. Same value as
-/// `crate::store::NOSNAP` (u64::MAX is CEPH_SNAPDIR, something else).
+/// `crate::format::NOSNAP` (u64::MAX is CEPH_SNAPDIR, something else).
 pub const CEPH_NOSNAP: u64 = u64::MAX - 1;
 
 /// Ceph's `utime_t` on the wire: u32 seconds, u32 nanoseconds.
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn nosnap_matches_the_store() {
-        assert_eq!(CEPH_NOSNAP, crate::store::NOSNAP);
+        assert_eq!(CEPH_NOSNAP, crate::format::NOSNAP);
     }
 
     #[test]

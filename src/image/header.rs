@@ -4,7 +4,8 @@
 
 use log::info;
 
-use super::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
+use super::info::{ImageInfo, ParentInfo};
+use crate::error::{ImageError, ImageResult};
 use crate::format::v1::{self, HeaderV1};
 use crate::format::v2::{self, *};
 use crate::format::{FormatError, SnapshotInfo};

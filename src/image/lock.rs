@@ -2,17 +2,17 @@
 //! (see `exclusive-lock.md`): a `lock`-class lock `rbd_lock` on the header
 //! with tag `internal` and cookie `auto <watch handle>`, announced and
 //! handed over through notifications on the header. While we hold it we
-//! also own the head's object map and keep it true for every object we
-//! write.
+//! also own the head's object map ([`HeadObjectMap`]) and keep it true for
+//! every object we write.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
 
-use super::info::{ImageError, ImageResult};
+use super::object_map::HeadObjectMap;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::*;
 use crate::store::{ObjectStore, StoreError};
 
@@ -50,9 +50,6 @@ pub struct ExclusiveLock {
     store: Arc<dyn ObjectStore>,
     image: String,
     header_oid: String,
-    image_id: String,
-    /// The image has the object-map feature (may change with a refresh).
-    with_object_map: AtomicBool,
     state: Mutex<State>,
     changed: Condvar,
     /// Object writes in flight hold it shared; a release takes it
@@ -60,7 +57,8 @@ pub struct ExclusiveLock {
     in_flight: RwLock<()>,
     /// One acquirer at a time.
     acquiring: Mutex<()>,
-    object_map: Mutex<Option<ObjectMap>>,
+    /// The head's object map, loaded while we own the lock.
+    object_map: HeadObjectMap,
     hooks: Mutex<Option<Box<dyn HandoverHooks>>>,
     /// When we last released the lock because another client asked.
     handed_over_at: Mutex<Option<Instant>>,
@@ -74,17 +72,16 @@ impl ExclusiveLock {
         image_id: &str,
         with_object_map: bool,
     ) -> Self {
+        let object_map = HeadObjectMap::new(store.clone(), image, image_id, with_object_map);
         ExclusiveLock {
             store,
             image: image.to_string(),
             header_oid: header_oid.to_string(),
-            image_id: image_id.to_string(),
-            with_object_map: AtomicBool::new(with_object_map),
             state: Mutex::new(State::Unlocked),
             changed: Condvar::new(),
             in_flight: RwLock::new(()),
             acquiring: Mutex::new(()),
-            object_map: Mutex::new(None),
+            object_map,
             hooks: Mutex::new(None),
             handed_over_at: Mutex::new(None),
         }
@@ -97,9 +94,9 @@ impl ExclusiveLock {
     /// Follows a feature change seen at refresh: with object-map newly
     /// enabled while we own the lock, load the map now.
     pub fn set_object_map(&self, enabled: bool) -> ImageResult<()> {
-        let was = self.with_object_map.swap(enabled, Ordering::SeqCst);
+        let was = self.object_map.set_enabled(enabled);
         if enabled && !was && self.is_owner() {
-            self.load_object_map()?;
+            self.object_map.load()?;
         }
         Ok(())
     }
@@ -276,8 +273,8 @@ impl ExclusiveLock {
             }
         }
         // The map first: a writer that sees "locked" must find it loaded.
-        if self.with_object_map.load(Ordering::SeqCst)
-            && let Err(e) = self.load_object_map()
+        if self.object_map.is_enabled()
+            && let Err(e) = self.object_map.load()
         {
             // Without a map we cannot keep it true: give the lock back.
             let _ = self.store.exec(
@@ -369,7 +366,7 @@ impl ExclusiveLock {
         }
         *self.state.lock() = State::Releasing;
         let quiesced = self.in_flight.write();
-        *self.object_map.lock() = None;
+        self.object_map.forget();
         let result = self.store.exec(
             &self.header_oid,
             LOCK_CLASS,
@@ -429,147 +426,46 @@ impl ExclusiveLock {
         }
     }
 
-    fn object_map_oid(&self) -> String {
-        object_map_object(&self.image_id, crate::store::NOSNAP)
-    }
-
-    /// After snapshot `snap_id` was added: the head's object map becomes
-    /// the snapshot's (`rbd_object_map.ID.SNAP`), and with fast-diff every
-    /// existing object of the head turns exists-clean (librbd's
-    /// object_map::SnapshotCreateRequest). Needs the lock.
+    /// After snapshot `snap_id` was added: see
+    /// [`HeadObjectMap::snapshot`]. Needs the lock.
     pub fn snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
-        if !self.with_object_map.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let head = self.object_map_oid();
-        let raw = self
-            .store
-            .read_full(&head)
-            .map_err(|e| self.err("read object map", e))?;
-        let snap_oid = object_map_object(&self.image_id, snap_id);
-        self.store
-            .write(&snap_oid, 0, &raw, &Default::default())
-            .map_err(|e| self.err("write snapshot object map", e))?;
-        if fast_diff {
-            self.store
-                .exec(&head, RBD_CLASS, "object_map_snap_add", &[])
-                .map_err(|e| self.err("object_map_snap_add", e))?;
-        }
-        self.load_object_map()
+        self.object_map.snapshot(snap_id, fast_diff)
     }
 
-    /// Before snapshot `snap_id` goes: with fast-diff, objects it saw as
-    /// existing become exists (not clean) in the head again; then its map
-    /// object is removed (librbd's object_map::SnapshotRemoveRequest).
+    /// Before snapshot `snap_id` goes: see
+    /// [`HeadObjectMap::remove_snapshot`].
     pub fn remove_snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
-        if !self.with_object_map.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let snap_oid = object_map_object(&self.image_id, snap_id);
-        let raw = match self.store.read_full(&snap_oid) {
-            Ok(raw) => raw,
-            Err(e) if e.is_not_found() => return Ok(()),
-            Err(e) => return Err(self.err("read snapshot object map", e)),
-        };
-        if fast_diff {
-            self.store
-                .exec(
-                    &self.object_map_oid(),
-                    RBD_CLASS,
-                    "object_map_snap_remove",
-                    &raw,
-                )
-                .map_err(|e| self.err("object_map_snap_remove", e))?;
-            self.load_object_map()?;
-        }
-        match self.store.remove(&snap_oid, &Default::default()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(self.err("remove snapshot object map", e)),
-        }
+        self.object_map.remove_snapshot(snap_id, fast_diff)
     }
 
     /// Re-reads the head's object map if we hold the lock (after a resize
     /// changed it on the OSD).
     pub fn reload_object_map(&self) -> ImageResult<()> {
-        if self.is_owner() && self.with_object_map.load(Ordering::SeqCst) {
-            self.load_object_map()?;
+        if self.is_owner() && self.object_map.is_enabled() {
+            self.object_map.load()?;
         }
         Ok(())
     }
 
-    /// After the image grew (`object_map_resize` on the OSD made the new
-    /// objects nonexistent): the same in our copy. Not re-read, because
-    /// write-backs in flight may be marking objects in it meanwhile.
+    /// After the image grew: see [`HeadObjectMap::grow`].
     pub fn grow_object_map(&self, object_count: u64) {
-        if let Some(map) = self.object_map.lock().as_mut() {
-            map.grow(object_count);
-        }
-    }
-
-    fn load_object_map(&self) -> ImageResult<()> {
-        let raw = self
-            .store
-            .read_full(&self.object_map_oid())
-            .map_err(|e| self.err("read object map", e))?;
-        let map = ObjectMap::decode(&raw).map_err(|source| ImageError::Corrupt {
-            image: self.image.clone(),
-            source,
-        })?;
-        *self.object_map.lock() = Some(map);
-        Ok(())
+        self.object_map.grow(object_count)
     }
 
     /// Before writing object `object_no`, the object map must say it
     /// exists (librbd's order: map first, then data).
     fn mark_exists(&self, object_no: u64) -> ImageResult<()> {
-        self.set_object_state(object_no, ObjectState::Exists)
+        self.object_map.set_state(object_no, ObjectState::Exists)
     }
 
     /// Object `object_no`'s state in the head's object map, if we hold it.
     pub fn object_state(&self, object_no: u64) -> Option<ObjectState> {
-        self.object_map
-            .lock()
-            .as_ref()
-            .and_then(|m| m.get(object_no))
+        self.object_map.state(object_no)
     }
 
-    /// Sets object `object_no`'s state in the head's object map (a no-op
-    /// without the feature or when it already is in that state). Call with
-    /// the lock held.
+    /// Sets object `object_no`'s state in the head's object map (see
+    /// [`HeadObjectMap::set_state`]). Call with the lock held.
     pub fn set_object_state(&self, object_no: u64, state: ObjectState) -> ImageResult<()> {
-        if !self.with_object_map.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let current = self
-            .object_map
-            .lock()
-            .as_ref()
-            .and_then(|m| m.get(object_no));
-        if current == Some(state) {
-            return Ok(());
-        }
-        if current.is_none() {
-            return Err(ImageError::Corrupt {
-                image: self.image.clone(),
-                source: crate::format::FormatError::invalid(
-                    "object map",
-                    format!("no entry for object {object_no}"),
-                ),
-            });
-        }
-        let input = object_map_update_input(object_no, object_no + 1, state, None);
-        self.store
-            .exec(
-                &self.object_map_oid(),
-                RBD_CLASS,
-                "object_map_update",
-                &input,
-            )
-            .map_err(|e| self.err("object_map_update", e))?;
-        if let Some(map) = self.object_map.lock().as_mut() {
-            map.set(object_no, state);
-        }
-        Ok(())
+        self.object_map.set_state(object_no, state)
     }
 }

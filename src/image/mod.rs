@@ -1,16 +1,17 @@
 //! One open RBD image: reads at the head or a snapshot, writes with the
 //! image's snap context, flush, and snapshot create/remove. Byte ranges
 //! become object extents through the image's [`Layout`](crate::layout::Layout),
-//! and object I/O goes through the [cache](crate::cache) to [`ImageCore`].
+//! and object I/O goes through the [cache](crate::cache) to [`StoreImage`].
 
 pub mod admin;
-mod core;
 mod header;
 mod info;
 mod lock;
+mod object_map;
 mod sparse;
+mod store_image;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod watch;
 
 use std::sync::Arc;
@@ -18,11 +19,12 @@ use std::sync::Arc;
 use log::{info, warn};
 use parking_lot::RwLock;
 
-pub use self::core::ImageCore;
 pub use self::header::HeaderRef;
-pub use self::info::{ImageError, ImageInfo, ImageResult, ParentInfo};
+pub use self::info::{ImageInfo, ParentInfo};
 pub use self::sparse::Seek;
+pub use self::store_image::StoreImage;
 use crate::cache::{Cache, ImageCache};
+pub use crate::error::{ImageError, ImageResult};
 use crate::format::decode::Encoder;
 use crate::format::v2;
 use crate::format::{MAX_NAME_LEN, SnapshotInfo};
@@ -30,7 +32,7 @@ use crate::layout::ObjectExtent;
 use crate::store::{ObjectStore, SnapId, StoreError};
 
 pub struct Image {
-    core: Arc<ImageCore>,
+    store_image: Arc<StoreImage>,
     cache: ImageCache,
     /// Writes hold it shared; snapshot creation holds it exclusively so no
     /// write is in flight (or dirty in the cache) while the snap context
@@ -44,7 +46,7 @@ pub struct Image {
 impl std::fmt::Debug for Image {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Image")
-            .field("name", &self.core.name)
+            .field("name", &self.store_image.name)
             .finish()
     }
 }
@@ -57,7 +59,7 @@ struct CacheHandover(std::sync::Weak<Image>);
 impl lock::HandoverHooks for CacheHandover {
     fn before_release(&self) -> ImageResult<()> {
         match self.0.upgrade() {
-            Some(image) => image.write_back(),
+            Some(image) => image.persist_acknowledged(),
             None => Ok(()),
         }
     }
@@ -79,23 +81,23 @@ impl Image {
         cache: &Arc<Cache>,
         name: &str,
     ) -> ImageResult<Arc<Image>> {
-        let core = Arc::new(ImageCore::open(store, name)?);
-        let cache = cache.for_image(core.clone());
+        let store_image = Arc::new(StoreImage::open(store, name)?);
+        let cache = cache.for_image(store_image.clone());
         let image = Arc::new(Image {
-            core,
+            store_image,
             cache,
             io_gate: RwLock::new(()),
             allocated_cache: Default::default(),
         });
-        if let Some(lock) = &image.core.lock {
+        if let Some(lock) = &image.store_image.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
         }
         // Another client's `rbd snap create` quiesces us first: what we
         // acknowledged goes into its snapshot, as librbd's cache would.
         let weak = Arc::downgrade(&image);
-        image.core.set_quiesce_hook(Arc::new(move || {
+        image.store_image.set_quiesce_hook(Arc::new(move || {
             if let Some(image) = weak.upgrade()
-                && let Err(e) = image.write_back()
+                && let Err(e) = image.persist_acknowledged()
             {
                 warn!("image {}: write-back for a snapshot: {e}", image.name());
             }
@@ -108,10 +110,10 @@ impl Image {
     pub fn seek(&self, snap: SnapId, offset: u64, what: Seek) -> ImageResult<Option<u64>> {
         if snap == crate::store::NOSNAP {
             // Dirty data makes objects exist once written back.
-            self.write_back()?;
+            self.persist_acknowledged()?;
         }
         let info = self.current_info()?;
-        sparse::seek(&self.core, &info, snap, offset, what)
+        sparse::seek(&self.store_image, &info, snap, offset, what)
     }
 
     /// Bytes the image's objects hold at `snap` (for `st_blocks`).
@@ -125,7 +127,7 @@ impl Image {
             return Ok(bytes);
         }
         let info = self.current_info()?;
-        let bytes = sparse::allocated(&self.core, &info, snap)?;
+        let bytes = sparse::allocated(&self.store_image, &info, snap)?;
         self.allocated_cache
             .lock()
             .insert(snap, (std::time::Instant::now(), bytes));
@@ -144,10 +146,11 @@ impl Image {
         }
         let len = len.min(info.size - offset);
         // Dirty data in the range must not land after the discard.
-        self.write_back()?;
+        self.persist_acknowledged()?;
         let extents = info.layout.map(offset, len);
         let result = self.in_parallel(extents.iter().collect(), |e: &ObjectExtent| {
-            self.core.discard_object(e.object_no, e.offset, e.len)
+            self.store_image
+                .discard_object(e.object_no, e.offset, e.len)
         });
         self.cache.invalidate();
         self.forget_allocation();
@@ -159,7 +162,7 @@ impl Image {
     /// exclusive lock where the image has one. Snapshots keep their data.
     pub fn resize(&self, new_size: u64) -> ImageResult<()> {
         let _gate = self.io_gate.write();
-        self.write_back()?;
+        self.persist_acknowledged()?;
         let info = self.refresh()?;
         if new_size == info.size {
             return Ok(());
@@ -171,15 +174,15 @@ impl Image {
         } else {
             info
         };
-        let result = admin::resize_image(&*self.core.store, &info, new_size, &info.snapc);
-        if let Some(lock) = &self.core.lock {
+        let result = admin::resize_image(&*self.store_image.store, &info, new_size, &info.snapc);
+        if let Some(lock) = &self.store_image.lock {
             // object_map_resize changed the map under our in-memory copy.
             lock.reload_object_map()?;
         }
         drop(owned);
         self.cache.invalidate();
         self.forget_allocation();
-        self.core.notify_header_update();
+        self.store_image.notify_header_update();
         self.refresh()?;
         result
     }
@@ -205,14 +208,14 @@ impl Image {
         if end <= info.size {
             return Ok(());
         }
-        let result = admin::resize_image(&*self.core.store, &info, end, &info.snapc);
+        let result = admin::resize_image(&*self.store_image.store, &info, end, &info.snapc);
         if result.is_ok()
-            && let Some(lock) = &self.core.lock
+            && let Some(lock) = &self.store_image.lock
         {
             lock.grow_object_map(info.layout.object_count(end));
         }
         drop(owned);
-        self.core.notify_header_update();
+        self.store_image.notify_header_update();
         self.refresh()?;
         result
     }
@@ -241,23 +244,23 @@ impl Image {
     /// Flushes and gives back the exclusive lock (unmount).
     pub fn close(&self) -> ImageResult<()> {
         let flushed = self.flush();
-        if let Some(lock) = &self.core.lock {
+        if let Some(lock) = &self.store_image.lock {
             lock.release()?;
         }
         flushed
     }
 
     pub fn name(&self) -> &str {
-        &self.core.name
+        &self.store_image.name
     }
 
     pub fn info(&self) -> Arc<ImageInfo> {
-        self.core.info()
+        self.store_image.info()
     }
 
     pub fn refresh(&self) -> ImageResult<Arc<ImageInfo>> {
-        let before = self.core.info();
-        let after = self.core.refresh()?;
+        let before = self.store_image.info();
+        let after = self.store_image.refresh()?;
         if before.size != after.size || before.snapshots != after.snapshots {
             self.cache.invalidate();
         }
@@ -265,7 +268,7 @@ impl Image {
     }
 
     pub fn current_info(&self) -> ImageResult<Arc<ImageInfo>> {
-        self.core.current_info()
+        self.store_image.current_info()
     }
 
     /// Reads `len` bytes at `offset` of the image at `snap`, clipped at the
@@ -354,10 +357,10 @@ impl Image {
         &self,
         info: &ImageInfo,
     ) -> ImageResult<Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>> {
-        match &self.core.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
-                Ok(Some(lock.owned_guard(self.core.watch_cookie_for_lock()?)?))
-            }
+        match &self.store_image.lock {
+            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => Ok(Some(
+                lock.owned_guard(self.store_image.watch_cookie_for_lock()?)?,
+            )),
             _ => Ok(None),
         }
     }
@@ -372,11 +375,11 @@ impl Image {
     /// first (snapshots, discard, resize, seek, lock handover): fails while a
     /// write-back error is pending, but leaves it for the next fsync/close
     /// of the file, whose writer is the one to hear about it.
-    fn write_back(&self) -> ImageResult<()> {
-        if self.cache.write_back() {
+    fn persist_acknowledged(&self) -> ImageResult<()> {
+        if self.cache.write_back_all() {
             return Ok(());
         }
-        Err(self.core.store_err(StoreError::Errno {
+        Err(self.store_image.store_err(StoreError::Errno {
             op: "write-back",
             oid: self.name().to_string(),
             errno: libc::EIO,
@@ -401,7 +404,7 @@ impl Image {
                 .collect();
             handles.into_iter().try_for_each(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(self.core.store_err(StoreError::Errno {
+                    Err(self.store_image.store_err(StoreError::Errno {
                         op: "io worker",
                         oid: self.name().to_string(),
                         errno: libc::EIO,
@@ -420,7 +423,7 @@ impl Image {
     pub fn snap_create(&self, snap_name: &str) -> ImageResult<SnapshotInfo> {
         validate_snap_name(snap_name)?;
         let _gate = self.io_gate.write();
-        self.write_back()?;
+        self.persist_acknowledged()?;
         let info = self.refresh()?;
         let image = self.name().to_string();
         if info.snapshot(snap_name).is_some() {
@@ -432,7 +435,7 @@ impl Image {
         self.check_writable(&info)?;
         // With an exclusive lock, only its owner changes the header.
         let owned = self.header_owner(&info)?;
-        let store = &self.core.store;
+        let store = &self.store_image.store;
         // Another client may record a newer snap id between our allocating
         // one and adding it; the class then refuses ours as stale (ESTALE)
         // and, as librbd does, we take a fresh id.
@@ -441,7 +444,7 @@ impl Image {
             attempts += 1;
             let id = store
                 .selfmanaged_snap_create()
-                .map_err(|e| self.core.store_err(e))?;
+                .map_err(|e| self.store_image.store_err(e))?;
             let (method, input) = if info.format == 1 {
                 let mut input = Encoder::new();
                 input.string(snap_name).u64(id);
@@ -465,14 +468,14 @@ impl Image {
                     snap: snap_name.into(),
                 }
             } else {
-                self.core.store_err(e)
+                self.store_image.store_err(e)
             });
         };
-        if let Some(lock) = &self.core.lock {
+        if let Some(lock) = &self.store_image.lock {
             lock.snapshot_object_map(id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
         }
         drop(owned);
-        self.core.notify_header_update();
+        self.store_image.notify_header_update();
         let info = self.refresh()?;
         info!("image {image}: created snapshot {snap_name} (id {id})");
         info.snapshot(snap_name)
@@ -498,7 +501,7 @@ impl Image {
             })?;
         self.check_writable(&info)?;
         let owned = self.header_owner(&info)?;
-        let store = &self.core.store;
+        let store = &self.store_image.store;
         let (method, input) = if info.format == 1 {
             let mut input = Encoder::new();
             input.string(snap_name);
@@ -506,12 +509,12 @@ impl Image {
         } else {
             ("snapshot_remove", v2::snapshot_remove_input(snap.id))
         };
-        if let Some(lock) = &self.core.lock {
+        if let Some(lock) = &self.store_image.lock {
             lock.remove_snapshot_object_map(snap.id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)
-            .map_err(|e| self.core.store_err(e))?;
+            .map_err(|e| self.store_image.store_err(e))?;
         drop(owned);
         if let Err(e) = store.selfmanaged_snap_remove(snap.id) {
             warn!(
@@ -519,7 +522,7 @@ impl Image {
                 snap.id
             );
         }
-        self.core.notify_header_update();
+        self.store_image.notify_header_update();
         self.refresh()?;
         info!("image {image}: removed snapshot {snap_name}");
         Ok(())

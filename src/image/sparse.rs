@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use super::core::ImageCore;
-use super::info::{ImageError, ImageInfo, ImageResult};
+use super::info::ImageInfo;
+use super::store_image::StoreImage;
 use crate::cache::ObjectIo;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{
     FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, ObjectMap, ObjectState, object_map_object,
 };
@@ -18,7 +19,7 @@ const STAT_BATCH: usize = 64;
 /// object as allocated rather than stat them all for `st_blocks`.
 const MAX_STAT_SCAN: u64 = 4096;
 
-impl ImageCore {
+impl StoreImage {
     /// The object map of the head or a snapshot, when the image keeps one
     /// (and it decodes). A cluster that does not answer is an error, not a
     /// reason to ask again object by object.
@@ -147,14 +148,14 @@ pub enum Seek {
 /// Finds the next data or hole at or after `offset` (object-granular), or
 /// None (ENXIO) when `offset` is at or past the end, or no data follows.
 pub(super) fn seek(
-    core: &Arc<ImageCore>,
+    store_image: &Arc<StoreImage>,
     info: &ImageInfo,
     snap: SnapId,
     offset: u64,
     what: Seek,
 ) -> ImageResult<Option<u64>> {
     let size = info.size_at(snap).ok_or_else(|| ImageError::NoSnapshot {
-        image: core.name().to_string(),
+        image: store_image.name().to_string(),
         snap: snap.to_string(),
     })?;
     if offset >= size {
@@ -169,7 +170,7 @@ pub(super) fn seek(
     let mut n = offset / object_size;
     while n < count {
         let end = (n + 1024).min(count);
-        let present = core.objects_present(info, snap, n, end)?;
+        let present = store_image.objects_present(info, snap, n, end)?;
         for (i, p) in present.into_iter().enumerate() {
             let hit = match what {
                 Seek::Data => p,
@@ -190,7 +191,11 @@ pub(super) fn seek(
 /// Bytes of the image at `snap` that objects hold (object-granular), for
 /// `st_blocks`. Without an object map, big images count as fully
 /// allocated rather than being stat'ed object by object.
-pub(super) fn allocated(core: &Arc<ImageCore>, info: &ImageInfo, snap: SnapId) -> ImageResult<u64> {
+pub(super) fn allocated(
+    store_image: &Arc<StoreImage>,
+    info: &ImageInfo,
+    snap: SnapId,
+) -> ImageResult<u64> {
     let size = info.size_at(snap).unwrap_or(0);
     let count = info.layout.object_count(size);
     let has_map = info.features & FEATURE_OBJECT_MAP != 0;
@@ -198,7 +203,7 @@ pub(super) fn allocated(core: &Arc<ImageCore>, info: &ImageInfo, snap: SnapId) -
         return Ok(size);
     }
     let object_size = info.layout.object_size;
-    let present = core.objects_present(info, snap, 0, count)?;
+    let present = store_image.objects_present(info, snap, 0, count)?;
     Ok(present
         .iter()
         .enumerate()

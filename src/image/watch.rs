@@ -17,8 +17,8 @@ use std::time::Duration;
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use super::core::{QuiesceHook, quiesce};
 use super::lock::ExclusiveLock;
+use super::store_image::{QuiesceHook, quiesce};
 use crate::format::v2::{NOTIFY_OP_QUIESCE, NotifyMessage};
 use crate::store::{ObjectStore, StoreResult, WatchEvent, WatchGuard};
 

@@ -112,12 +112,17 @@ pub struct RadosCluster {
     handle: rados_t,
 }
 
-// librados handles are thread-safe.
+// SAFETY: a librados cluster handle may be used from any thread at once
+// (librados locks internally); we never mutate it from Rust.
 unsafe impl Send for RadosCluster {}
+// SAFETY: as for Send.
 unsafe impl Sync for RadosCluster {}
 
 impl Drop for RadosCluster {
     fn drop(&mut self) {
+        // SAFETY: `handle` came from a successful rados_create and this is its
+        // one shutdown (Drop runs once); every RadosPool and RadosWatch holds
+        // an Arc of the cluster, so it is never used after this.
         unsafe { rados_shutdown(self.handle) }
     }
 }
@@ -126,6 +131,9 @@ impl RadosCluster {
     pub fn connect(opts: &ConnectOptions) -> Result<Arc<RadosCluster>, ConnectError> {
         let id = opts.id.as_deref().map(cstr).transpose()?;
         let mut handle: rados_t = ptr::null_mut();
+        // SAFETY: `handle` is a valid out-pointer; `id` is a NUL-terminated
+        // CString (or null, which librados takes as the default id) that
+        // outlives the call.
         let rc =
             unsafe { rados_create(&mut handle, id.as_ref().map_or(ptr::null(), |c| c.as_ptr())) };
         if rc < 0 {
@@ -138,6 +146,9 @@ impl RadosCluster {
             .as_ref()
             .map(|p| cstr(&p.to_string_lossy()))
             .transpose()?;
+        // SAFETY: `handle` was created above and not shut down (`cluster` owns
+        // it); `conf` is a NUL-terminated CString or null (default search),
+        // alive across the call.
         let rc = unsafe {
             rados_conf_read_file(handle, conf.as_ref().map_or(ptr::null(), |c| c.as_ptr()))
         };
@@ -151,6 +162,8 @@ impl RadosCluster {
             return Err(ConnectError::Conf { path, errno: -rc });
         }
         // CEPH_ARGS overrides the file, and command-line options override both.
+        // SAFETY: `handle` is the live handle created above; a null argument
+        // list is allowed and means CEPH_ARGS.
         unsafe { rados_conf_parse_env(handle, ptr::null()) };
         if let Some(k) = &opts.keyring {
             cluster.set("keyring", &k.to_string_lossy())?;
@@ -165,6 +178,7 @@ impl RadosCluster {
                 cluster.set(name, &t)?;
             }
         }
+        // SAFETY: `handle` is the live, configured handle created above.
         let rc = unsafe { rados_connect(handle) };
         if rc < 0 {
             return Err(ConnectError::Connect { errno: -rc });
@@ -174,6 +188,8 @@ impl RadosCluster {
 
     fn set(&self, name: &str, value: &str) -> Result<(), ConnectError> {
         let (n, v) = (cstr(name)?, cstr(value)?);
+        // SAFETY: `self.handle` is a connected cluster handle, valid until
+        // Drop; `n` and `v` are NUL-terminated CStrings alive across the call.
         let rc = unsafe { rados_conf_set(self.handle, n.as_ptr(), v.as_ptr()) };
         if rc < 0 {
             return Err(ConnectError::Option {
@@ -187,12 +203,17 @@ impl RadosCluster {
 
     /// This client's global id (the `gid` of a ClientId).
     pub fn instance_id(&self) -> u64 {
+        // SAFETY: `self.handle` is a connected cluster handle, valid until
+        // Drop.
         unsafe { rados_get_instance_id(self.handle) }
     }
 
     pub fn open_pool(self: &Arc<Self>, pool: &str) -> Result<RadosPool, ConnectError> {
         let name = cstr(pool)?;
         let mut io: rados_ioctx_t = ptr::null_mut();
+        // SAFETY: `self.handle` is a connected cluster handle, valid until
+        // Drop; `name` is a NUL-terminated CString and `io` a valid out-
+        // pointer.
         let rc = unsafe { rados_ioctx_create(self.handle, name.as_ptr(), &mut io) };
         if rc == -libc::ENOENT {
             return Err(ConnectError::NoPool { pool: pool.into() });
@@ -210,10 +231,16 @@ impl RadosCluster {
 
 /// One librados I/O context; destroyed when the last user drops it.
 struct IoCtx(rados_ioctx_t);
+// SAFETY: librados I/O contexts are thread-safe for I/O; the settings that
+// are not (read snap, write snap context) are set once, before the
+// context is shared (see the module doc).
 unsafe impl Send for IoCtx {}
+// SAFETY: as for Send.
 unsafe impl Sync for IoCtx {}
 impl Drop for IoCtx {
     fn drop(&mut self) {
+        // SAFETY: `self.0` came from a successful rados_ioctx_create and this
+        // is its one destroy (the IoCtx is shared by Arc and dropped once).
         unsafe { rados_ioctx_destroy(self.0) }
     }
 }
@@ -246,8 +273,11 @@ fn check(op: &'static str, oid: &str, rc: i32) -> StoreResult<i32> {
 
 impl RadosPool {
     fn from_ctx(cluster: Arc<RadosCluster>, io: IoCtx) -> RadosPool {
+        // SAFETY: `io.0` is a live I/O context (the IoCtx owns it).
         let id = unsafe { rados_ioctx_get_id(io.0) };
         let mut name_buf = vec![0u8; 256];
+        // SAFETY: `io.0` is a live I/O context; librados writes at most
+        // `name_buf.len()` bytes into the buffer, which is that long.
         let n = unsafe {
             rados_ioctx_get_pool_name(
                 io.0,
@@ -283,6 +313,8 @@ impl RadosPool {
     fn new_ctx(&self) -> StoreResult<IoCtx> {
         let name = oid_c(&self.name)?;
         let mut io: rados_ioctx_t = ptr::null_mut();
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `name` is a NUL-terminated CString and `io` a valid out-pointer.
         let rc = unsafe { rados_ioctx_create(self.cluster.handle, name.as_ptr(), &mut io) };
         check("ioctx_create", &self.name, rc)?;
         full_try(io);
@@ -299,11 +331,15 @@ impl RadosPool {
         let mut want = 64usize << 10;
         loop {
             let mut buf = vec![0u8; want];
+            // SAFETY: `io` is a live context, `o` a NUL-terminated CString,
+            // and `buf` is `want` bytes long, the most librados writes.
             let rc =
                 unsafe { rados_read(io.0, o.as_ptr(), buf.as_mut_ptr() as *mut c_char, want, 0) };
             let n = check("read", oid, rc)? as usize;
             if n < want {
                 buf.truncate(n);
+                // SAFETY: `io.0` is a live context; the call only reads its
+                // last version.
                 let version = unsafe { rados_get_last_version(io.0) };
                 return Ok((buf, Some(version)));
             }
@@ -327,6 +363,8 @@ impl RadosPool {
             return Ok(io.clone());
         }
         let io = Arc::new(self.new_ctx()?);
+        // SAFETY: `io` was just made and is not yet shared, so no I/O is in
+        // flight on it while its read snap changes.
         unsafe { rados_ioctx_snap_set_read(io.0, snap) };
         readers.put(snap, io.clone());
         Ok(io)
@@ -349,6 +387,8 @@ impl RadosPool {
         }
         let io = Arc::new(self.new_ctx()?);
         let mut snaps = snapc.snaps.clone();
+        // SAFETY: `io` was just made and is not shared yet; `snaps` is a live
+        // vector of exactly `snaps.len()` ids, which librados copies.
         let rc = unsafe {
             rados_ioctx_selfmanaged_snap_set_write_ctx(
                 io.0,
@@ -368,6 +408,8 @@ impl ObjectStore for RadosPool {
         let io = self.reader(snap)?;
         let o = oid_c(oid)?;
         let mut buf = vec![0u8; len];
+        // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
+        // `buf` is `len` bytes long, the most librados writes.
         let rc = unsafe {
             rados_read(
                 io.0,
@@ -390,6 +432,9 @@ impl ObjectStore for RadosPool {
     fn write(&self, oid: &str, offset: u64, data: &[u8], snapc: &SnapContext) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
+        // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
+        // `data` is a live slice of `data.len()` bytes, which librados copies
+        // before returning.
         let rc = unsafe {
             rados_write(
                 io.0,
@@ -410,6 +455,10 @@ impl ObjectStore for RadosPool {
     ) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
+        // SAFETY: the write op is created, used and released here only; each
+        // extent is a live slice of its stated length, and the op is operated
+        // (librados copies the data) before it is released; `io` and `o` are
+        // live.
         let rc = unsafe {
             let op = rados_create_write_op();
             for &(offset, data) in extents {
@@ -427,6 +476,8 @@ impl ObjectStore for RadosPool {
         let o = oid_c(oid)?;
         let mut size = 0u64;
         let mut mtime: libc::time_t = 0;
+        // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
+        // `size`/`mtime` are valid out-pointers.
         let rc = unsafe { rados_stat(io.0, o.as_ptr(), &mut size, &mut mtime) };
         check("stat", oid, rc)?;
         Ok(size)
@@ -435,6 +486,7 @@ impl ObjectStore for RadosPool {
     fn remove(&self, oid: &str, snapc: &SnapContext) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
+        // SAFETY: `io` is a live context and `o` a NUL-terminated CString.
         let rc = unsafe { rados_remove(io.0, o.as_ptr()) };
         check("remove", oid, rc).map(drop)
     }
@@ -442,6 +494,7 @@ impl ObjectStore for RadosPool {
     fn truncate(&self, oid: &str, size: u64, snapc: &SnapContext) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
+        // SAFETY: `io` is a live context and `o` a NUL-terminated CString.
         let rc = unsafe { rados_trunc(io.0, o.as_ptr(), size) };
         check("truncate", oid, rc).map(drop)
     }
@@ -449,6 +502,8 @@ impl ObjectStore for RadosPool {
     fn zero(&self, oid: &str, offset: u64, len: u64, snapc: &SnapContext) -> StoreResult<()> {
         let io = self.writer(snapc)?;
         let o = oid_c(oid)?;
+        // SAFETY: the write op is created, used and released here only; `io`
+        // is a live context and `o` a NUL-terminated CString.
         let rc = unsafe {
             let op = rados_create_write_op();
             rados_write_op_zero(op, offset, len);
@@ -461,9 +516,14 @@ impl ObjectStore for RadosPool {
 
     fn usage(&self) -> StoreResult<Usage> {
         let mut cluster = Struct_rados_cluster_stat_t::default();
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `cluster` is a valid out-pointer to the stats struct librados fills.
         let rc = unsafe { rados_cluster_stat(self.cluster.handle, &mut cluster) };
         check("cluster_stat", &self.name, rc)?;
         let mut pool = PoolStat::default();
+        // SAFETY: `self.base` is a live context; `PoolStat` has the full size
+        // of librados 16's `rados_pool_stat_t` (see its definition), so the
+        // write stays inside it.
         let rc = unsafe { pool_stat_ffi::rados_ioctx_pool_stat(self.base.0, &mut pool) };
         check("pool_stat", &self.name, rc)?;
         Ok(Usage {
@@ -483,6 +543,9 @@ impl ObjectStore for RadosPool {
         let mut cap = 4096usize;
         loop {
             let mut out = vec![0u8; cap];
+            // SAFETY: `self.base` is a live context; `o`, `c` and `m` are NUL-
+            // terminated CStrings; `input` is a live slice of `input.len()`
+            // bytes and `out` is `cap` bytes, the most librados writes.
             let rc = unsafe {
                 rados_exec(
                     self.base.0,
@@ -524,6 +587,9 @@ impl ObjectStore for RadosPool {
                 Tmap::decode(&current).map_err(|_| tmap_error(oid, ApplyError::Invalid))?;
             map.apply(command).map_err(|e| tmap_error(oid, e))?;
             let encoded = map.encode();
+            // SAFETY: the write op is created, used and released here only;
+            // `encoded` outlives the operate call (which copies it); `io` is a
+            // live context and `o` a NUL-terminated CString.
             let rc = unsafe {
                 let op = rados_create_write_op();
                 match version {
@@ -552,12 +618,14 @@ impl ObjectStore for RadosPool {
 
     fn selfmanaged_snap_create(&self) -> StoreResult<SnapId> {
         let mut id: rados_snap_t = 0;
+        // SAFETY: `self.base` is a live context and `id` a valid out-pointer.
         let rc = unsafe { rados_ioctx_selfmanaged_snap_create(self.base.0, &mut id) };
         check("selfmanaged_snap_create", &self.name, rc)?;
         Ok(id)
     }
 
     fn selfmanaged_snap_remove(&self, snap: SnapId) -> StoreResult<()> {
+        // SAFETY: `self.base` is a live context.
         let rc = unsafe { rados_ioctx_selfmanaged_snap_remove(self.base.0, snap) };
         check("selfmanaged_snap_remove", &self.name, rc).map(drop)
     }
@@ -571,6 +639,10 @@ impl ObjectStore for RadosPool {
         });
         let arg = &*state as *const WatchState as *mut c_void;
         let mut cookie = 0u64;
+        // SAFETY: `self.base` is a live context and `state.oid` a NUL-
+        // terminated CString; `arg` points into the boxed WatchState, which
+        // the returned RadosWatch keeps at the same address until its Drop has
+        // unwatched and flushed every callback.
         let rc = unsafe {
             rados_watch2(
                 self.base.0,
@@ -593,6 +665,9 @@ impl ObjectStore for RadosPool {
         let o = oid_c(oid)?;
         let mut reply: *mut c_char = ptr::null_mut();
         let mut reply_len: usize = 0;
+        // SAFETY: `self.base` is a live context, `o` a NUL-terminated CString,
+        // `payload` a live slice of the stated length, and `reply`/`reply_len`
+        // valid out-pointers.
         let rc = unsafe {
             rados_notify2(
                 self.base.0,
@@ -607,8 +682,14 @@ impl ObjectStore for RadosPool {
         let replies = if reply.is_null() {
             NotifyReplies::default()
         } else {
+            // SAFETY: librados set `reply` (non-null here) to a buffer of
+            // `reply_len` bytes that stays allocated until rados_buffer_free
+            // below.
             let bytes = unsafe { std::slice::from_raw_parts(reply as *const u8, reply_len) };
             let decoded = decode_notify_replies(bytes).unwrap_or_default();
+            // SAFETY: `reply` is the buffer rados_notify2 allocated for us,
+            // freed once, after its last use (`bytes` is not used past the
+            // decode).
             unsafe { rados_buffer_free(reply) };
             decoded
         };
@@ -627,6 +708,9 @@ impl ObjectStore for RadosPool {
 
     fn blocklist_add(&self, address: &str, expire_secs: u32) -> StoreResult<()> {
         let addr = oid_c(address)?;
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `addr` is a NUL-terminated CString alive across the call (librados
+        // does not write through the pointer despite its `*mut` type).
         let rc = unsafe {
             rados_blacklist_add(
                 self.cluster.handle,
@@ -642,6 +726,8 @@ impl ObjectStore for RadosPool {
             return Ok(Arc::new(self.clone_handle()?));
         }
         let mut io: rados_ioctx_t = ptr::null_mut();
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `io` is a valid out-pointer.
         let rc = unsafe { rados_ioctx_create2(self.cluster.handle, pool_id, &mut io) };
         check("ioctx_create2", &pool_id.to_string(), rc)?;
         full_try(io);
@@ -672,13 +758,19 @@ impl WatchGuard for RadosWatch {
     }
 }
 
-// The state is only read from callbacks, which librados serialises per
-// watch; the box outlives them (see Drop).
+// SAFETY: the state is only read from callbacks, which librados
+// serialises per watch; the box outlives them (see Drop). Its callback is
+// Send + Sync and its context thread-safe.
 unsafe impl Send for RadosWatch {}
+// SAFETY: as for Send.
 unsafe impl Sync for RadosWatch {}
 
 impl Drop for RadosWatch {
     fn drop(&mut self) {
+        // SAFETY: `self.state.io` is a live context (held by the state) and
+        // `self.cookie` the watch made in `watch`; the cluster handle is live
+        // while `self.cluster` is held. After the flush no callback runs, so
+        // the state may be freed.
         unsafe {
             rados_unwatch2(self.state.io.0, self.cookie);
             // Wait for callbacks in flight before the state is freed.
@@ -701,11 +793,16 @@ extern "C" fn watch_notify_trampoline(
     let payload = if data.is_null() || data_len == 0 {
         &[][..]
     } else {
+        // SAFETY: librados passes a payload of `data_len` bytes (non-null
+        // here) that stays valid for the duration of the callback.
         unsafe { std::slice::from_raw_parts(data as *const u8, data_len) }
     };
     let reply = (state.callback)(WatchEvent::Notify(payload));
     // Every notification must be acknowledged or its sender waits for the
     // timeout.
+    // SAFETY: `state.io` is a live context and `state.oid` a NUL-terminated
+    // CString (the state outlives every callback); `reply` is a live buffer of
+    // the stated length.
     unsafe {
         rados_notify_ack(
             state.io.0,
@@ -719,6 +816,8 @@ extern "C" fn watch_notify_trampoline(
 }
 
 extern "C" fn watch_error_trampoline(arg: *mut c_void, _cookie: u64, err: i32) {
+    // SAFETY: arg is the WatchState boxed in `watch`, alive until the guard's
+    // Drop has flushed all callbacks.
     let state = unsafe { &*(arg as *const WatchState) };
     let _ = (state.callback)(WatchEvent::Error(-err));
 }

@@ -239,6 +239,7 @@ impl Mount {
     /// caller checks the status. Drop then only cleans up leftovers.
     pub fn signal_and_wait(&mut self, sig: i32, limit: Duration) -> ExitStatus {
         let child = self.child.as_mut().expect("rbdfs already reaped");
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         let r = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
         assert_eq!(r, 0, "kill: {}", io::Error::last_os_error());
         let st = wait_or_kill(child, limit, "rbdfs after signal", &self.dir.log);

@@ -15,6 +15,8 @@ pub fn xattr(p: &Path, name: Option<&str>) -> io::Result<Vec<u8>> {
         cstr(p.as_os_str().as_bytes()),
         cstr(name.unwrap_or("").as_bytes()),
     );
+    // SAFETY: `cp` and `cn` are NUL-terminated CStrings alive across the
+    // call, and the kernel writes at most `len` bytes into `buf`.
     let call = |buf: &mut [u8]| unsafe {
         let (ptr, len) = (buf.as_mut_ptr(), buf.len());
         match name {

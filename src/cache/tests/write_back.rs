@@ -64,9 +64,9 @@ fn failed_write_back_surfaces_once() {
     io.fail_writes.lock().insert(3);
     img.write(3 * 65536 + 10, b"lost");
     img.write(4 * 65536 + 10, b"kept");
-    assert!(!img.ic.write_back(), "error pending");
+    assert!(!img.ic.write_back_all(), "error pending");
     assert!(
-        !img.ic.write_back(),
+        !img.ic.write_back_all(),
         "write_back leaves the error for flush"
     );
     let err = img.ic.flush().expect_err("write-back of object 3 fails");

@@ -18,9 +18,9 @@
 //! Methods marked "–" take an empty input.
 
 use super::{CEPH_NOSNAP, finish, optional_u64, string, u64_input, versioned};
+use crate::format::SnapContext;
 use crate::format::decode::{Decoder, Encoder};
 use crate::format::{FormatError, MAX_ORDER, MAX_SNAPSHOTS, MIN_ORDER};
-use crate::store::SnapContext;
 
 // ---------------------------------------------------------------------------
 // rbd_directory

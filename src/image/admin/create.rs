@@ -7,10 +7,10 @@ use super::{
     generate_image_id, ignore_enoent, image_format, invalid, random_u32, rbd_call, store_err,
     unsupported, update_v1_directory, v1_block_name, validate_image_name,
 };
+use crate::error::{ImageError, ImageResult};
 use crate::format::v1::{self, HeaderV1};
 use crate::format::v2::{self, *};
 use crate::format::{MAX_ORDER, MIN_ORDER};
-use crate::image::info::{ImageError, ImageResult};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
 

@@ -36,7 +36,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use log::warn;
 
 use super::header;
-use super::info::{ImageError, ImageInfo, ImageResult};
+use super::info::ImageInfo;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v1;
 use crate::format::v2::{self, *};
 use crate::format::{FormatError, tmap, valid_file_name};

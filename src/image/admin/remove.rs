@@ -10,9 +10,10 @@ use super::{
     DirChange, busy, corrupt, ignore_enoent, rbd_call, store_err, unsupported, update_v1_directory,
     validate_image_name,
 };
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{self, *};
 use crate::image::header::{self, HeaderRef};
-use crate::image::info::{ImageError, ImageInfo, ImageResult};
+use crate::image::info::ImageInfo;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
 
 /// Removes image `name` as `rbd rm` does (librbd's `PreRemoveRequest` and

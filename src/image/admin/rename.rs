@@ -6,9 +6,9 @@ use super::{
     DirChange, cleanup, corrupt, ignore_enoent, image_format, rbd_call, store_err,
     update_v1_directory, validate_image_name,
 };
+use crate::error::{ImageError, ImageResult};
 use crate::format::v1::{self, HeaderV1};
 use crate::format::v2::{self, *};
-use crate::image::info::{ImageError, ImageResult};
 use crate::store::{ObjectStore, SnapContext};
 
 /// Renames image `old` to `new` as `rbd rename` does (librbd's

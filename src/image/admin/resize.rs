@@ -9,9 +9,10 @@ use super::shared::{
     load_object_map, lock_holders, may_exist, remove_data_objects, with_data_store,
 };
 use super::{busy, invalid, rbd_call, store_err, unsupported};
+use crate::error::{ImageError, ImageResult};
 use crate::format::v1;
 use crate::format::v2::*;
-use crate::image::info::{ImageError, ImageInfo, ImageResult};
+use crate::image::info::ImageInfo;
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
 

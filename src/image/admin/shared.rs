@@ -8,8 +8,9 @@ use log::warn;
 use parking_lot::Mutex;
 
 use super::{CONCURRENT_OPS, WATCH_PROBE_TIMEOUT_MS, corrupt, ignore_enoent, rbd_call, store_err};
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::*;
-use crate::image::info::{ImageError, ImageInfo, ImageResult};
+use crate::image::info::ImageInfo;
 use crate::store::{NOSNAP, ObjectStore, SnapContext, StoreError};
 
 /// Other clients watching `header_oid`: a header-update notification (what

@@ -1,7 +1,6 @@
-//! One client: data, snapshots, resize, rename, remove, listing, clones.
+//! One client: data, snapshots, resize, rename, remove, clones.
 
 use super::*;
-use crate::pool::Pool;
 use crate::store::NOSNAP;
 
 #[test]
@@ -98,43 +97,6 @@ fn resize_grow_and_shrink() {
         );
         img.close().unwrap();
     }
-}
-
-#[test]
-fn pool_lists_renames_and_removes() {
-    let store = MemoryStore::new();
-    let pool = Pool::new(store.clone(), cache(), None);
-    for (name, opts) in variants() {
-        admin::create_image(&*store, name, 8192, &opts).unwrap();
-    }
-    let mut names = pool.list().unwrap();
-    names.sort();
-    assert_eq!(names, ["v1", "v2lock", "v2plain", "v2striped"]);
-    let e = admin::create_image(&*store, "v2plain", 1, &v2(0)).unwrap_err();
-    assert_eq!(e.errno(), libc::EEXIST);
-    let img = pool.image("v2lock").unwrap();
-    img.write(0, b"hello").unwrap();
-    img.flush().unwrap();
-    pool.rename("v2lock", "renamed").unwrap();
-    pool.rename("v1", "old1").unwrap();
-    let mut names = pool.list().unwrap();
-    names.sort();
-    assert_eq!(names, ["old1", "renamed", "v2plain", "v2striped"]);
-    assert_eq!(
-        pool.image("renamed").unwrap().read(NOSNAP, 0, 5).unwrap(),
-        b"hello"
-    );
-    for n in ["renamed", "old1", "v2plain", "v2striped"] {
-        pool.remove(n).unwrap();
-    }
-    assert!(pool.list().unwrap().is_empty());
-    // Nothing of the images is left but the directories.
-    let left: Vec<String> = store
-        .object_names()
-        .into_iter()
-        .filter(|o| o != "rbd_directory")
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]

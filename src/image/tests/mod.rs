@@ -1,7 +1,8 @@
 //! The image layer in-process, over the in-memory cluster: create, open
 //! with a cache, write/read/flush against a byte model, snapshots,
-//! resize, rename, remove, clones, pool listing, two clients sharing the
-//! exclusive lock, and injected failures.
+//! resize, rename, remove, clones, two clients sharing the exclusive
+//! lock, and injected failures. (Listing through the pool is tested in
+//! `pool::tests`, which uses these helpers.)
 
 mod basics;
 mod clients;
@@ -18,7 +19,7 @@ use crate::format::v2::*;
 use crate::store::ObjectStore;
 use crate::store::memory::MemoryStore;
 
-fn cache() -> Arc<Cache> {
+pub(crate) fn cache() -> Arc<Cache> {
     Cache::new(CacheConfig {
         capacity: 8 << 20,
         workers: 2,
@@ -27,7 +28,7 @@ fn cache() -> Arc<Cache> {
     })
 }
 
-fn v1() -> CreateOptions {
+pub(crate) fn v1() -> CreateOptions {
     CreateOptions {
         format: 1,
         order: 12,
@@ -35,7 +36,7 @@ fn v1() -> CreateOptions {
     }
 }
 
-fn v2(features: u64) -> CreateOptions {
+pub(crate) fn v2(features: u64) -> CreateOptions {
     CreateOptions {
         format: 2,
         order: 12,
@@ -53,7 +54,7 @@ fn striped() -> CreateOptions {
 }
 
 /// Every creation variant the tests run through.
-fn variants() -> Vec<(&'static str, CreateOptions)> {
+pub(crate) fn variants() -> Vec<(&'static str, CreateOptions)> {
     vec![
         ("v1", v1()),
         ("v2plain", v2(FEATURE_LAYERING)),

@@ -31,15 +31,15 @@ struct Inner {
     work: Condvar,
 }
 
-pub(super) struct WorkPool {
+pub(super) struct Workers {
     inner: Arc<Inner>,
     threads: usize,
 }
 
-impl WorkPool {
+impl Workers {
     /// Starts `threads` workers (fewer if the system refuses threads; with
     /// none, jobs run in the submitting thread).
-    pub fn new(threads: usize) -> WorkPool {
+    pub fn new(threads: usize) -> Workers {
         let inner = Arc::new(Inner {
             queues: Mutex::new(Queues::default()),
             work: Condvar::new(),
@@ -58,7 +58,7 @@ impl WorkPool {
                 }
             }
         }
-        WorkPool {
+        Workers {
             inner,
             threads: started,
         }

@@ -17,10 +17,11 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 type WriteAdmission<'a> = (RwLockReadGuard<'a, ()>, bool);
 
 use super::header::{self, HeaderRef};
-use super::info::{ImageError, ImageInfo, ImageResult};
+use super::info::ImageInfo;
 use super::lock::ExclusiveLock;
 use super::watch::{HeaderWatch, UNWATCHED_REFRESH};
 use crate::cache::ObjectIo;
+use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError};
@@ -31,7 +32,7 @@ const COPY_UP_LOCKS: usize = 64;
 /// How deep a chain of clone parents may be before we call it a loop.
 const MAX_PARENT_DEPTH: u32 = 16;
 
-pub struct ImageCore {
+pub struct StoreImage {
     pub(super) store: Arc<dyn ObjectStore>,
     /// Where the data objects live (the data pool, or `store`).
     data_store: Arc<dyn ObjectStore>,
@@ -46,7 +47,7 @@ pub struct ImageCore {
     /// after `UNWATCHED_REFRESH`).
     loaded_at: Mutex<Instant>,
     /// The clone's parent, opened at first need.
-    parent: Mutex<Option<Arc<ImageCore>>>,
+    parent: Mutex<Option<Arc<StoreImage>>>,
     /// Objects of a clone known to exist in the child (no copy-up needed).
     copied_up: Mutex<HashSet<u64>>,
     /// Serialise copy-ups of the same object (striped by object number).
@@ -61,7 +62,7 @@ pub struct ImageCore {
     quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
 }
 
-/// See `ImageCore::set_quiesce_hook`.
+/// See `StoreImage::set_quiesce_hook`.
 pub type QuiesceHook = Arc<dyn Fn() + Send + Sync>;
 
 /// How long a quiesce request may wait for our write-back: `rbd snap
@@ -69,9 +70,9 @@ pub type QuiesceHook = Arc<dyn Fn() + Send + Sync>;
 /// snapshot goes ahead without what is still being written.
 const QUIESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-impl ImageCore {
+impl StoreImage {
     /// Opens image `name` of this pool (format 2 or 1).
-    pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> ImageResult<ImageCore> {
+    pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> ImageResult<StoreImage> {
         let header = header::resolve(&*store, name)?;
         Self::open_ref(store, header, 0)
     }
@@ -80,7 +81,7 @@ impl ImageCore {
         store: Arc<dyn ObjectStore>,
         header: HeaderRef,
         depth: u32,
-    ) -> ImageResult<ImageCore> {
+    ) -> ImageResult<StoreImage> {
         let name = header.name().to_string();
         let info = header::load(&*store, &header)?;
         let data_store = match info.data_pool {
@@ -114,7 +115,7 @@ impl ImageCore {
             lock.clone(),
             quiesce_hook.clone(),
         ));
-        let core = ImageCore {
+        let core = StoreImage {
             store,
             data_store,
             header,
@@ -229,7 +230,7 @@ impl ImageCore {
     }
 
     /// The clone's parent image, opened on first use.
-    fn parent_image(&self, info: &ImageInfo) -> ImageResult<Option<Arc<ImageCore>>> {
+    fn parent_image(&self, info: &ImageInfo) -> ImageResult<Option<Arc<StoreImage>>> {
         let Some(parent) = &info.parent else {
             return Ok(None);
         };
@@ -259,7 +260,7 @@ impl ImageCore {
             name: format!("{} (parent of {})", parent.spec.image_id, self.name),
             id: parent.spec.image_id.clone(),
         };
-        let image = Arc::new(ImageCore::open_ref(store, header, self.depth + 1)?);
+        let image = Arc::new(StoreImage::open_ref(store, header, self.depth + 1)?);
         *slot = Some(image.clone());
         Ok(Some(image))
     }
@@ -319,7 +320,7 @@ impl ImageCore {
     }
 }
 
-impl ObjectIo for ImageCore {
+impl ObjectIo for StoreImage {
     fn read_object(
         &self,
         snap: SnapId,
@@ -420,7 +421,7 @@ pub(super) fn quiesce(name: &str, hook: QuiesceHook) {
     }
 }
 
-impl ImageCore {
+impl StoreImage {
     /// Everything an object write needs before it goes out: the newest
     /// header (a write must never carry an older snap context than the
     /// snapshots that exist, or the OSD skips preserving them), a writable
