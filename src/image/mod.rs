@@ -4,6 +4,7 @@
 //! and object I/O goes through the [cache](crate::cache) to [`StoreImage`].
 
 pub mod admin;
+pub mod features;
 mod header;
 mod info;
 mod lock;
@@ -357,7 +358,7 @@ impl Image {
         info: &ImageInfo,
     ) -> ImageResult<Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>> {
         match &self.store_image.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => {
+            Some(lock) if features::needs_lock(info.features) => {
                 Ok(Some(lock.owned_guard(self.store_image.watch_cookie())?))
             }
             _ => Ok(None),
@@ -471,7 +472,7 @@ impl Image {
             });
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.snapshot_object_map(id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+            lock.snapshot_object_map(id, features::has_fast_diff(info.features))?;
         }
         drop(owned);
         self.store_image.notify_header_update();
@@ -509,7 +510,7 @@ impl Image {
             ("snapshot_remove", v2::snapshot_remove_input(snap.id))
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.remove_snapshot_object_map(snap.id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+            lock.remove_snapshot_object_map(snap.id, features::has_fast_diff(info.features))?;
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)
