@@ -4,6 +4,10 @@
 
 use log::info;
 
+use super::features::{
+    has_data_pool, has_layering, has_operations, has_striping, op_features_known, read_only_reason,
+    unreadable_reason,
+};
 use super::info::{ImageInfo, ParentInfo};
 use crate::error::{ImageError, ImageResult};
 use crate::format::v1::{self, HeaderV1};
@@ -33,21 +37,6 @@ impl HeaderRef {
         }
     }
 }
-
-/// Feature bits this build implements, for reading and for writing.
-pub const READ_FEATURES: u64 = FEATURE_LAYERING | FEATURE_STRIPINGV2 | FEATURE_DATA_POOL;
-pub const WRITE_FEATURES: u64 = FEATURE_LAYERING
-    | FEATURE_STRIPINGV2
-    | FEATURE_DATA_POOL
-    | FEATURE_EXCLUSIVE_LOCK
-    | FEATURE_OBJECT_MAP
-    | FEATURE_FAST_DIFF
-    | FEATURE_DEEP_FLATTEN;
-
-/// Op features (under the `operations` feature) whose meaning for a
-/// writer we know.
-const KNOWN_OP_FEATURES: u64 =
-    OP_FEATURE_CLONE_PARENT | OP_FEATURE_CLONE_CHILD | OP_FEATURE_GROUP | OP_FEATURE_SNAP_TRASH;
 
 fn store_err(name: &str, e: StoreError) -> ImageError {
     ImageError::Store {
@@ -116,21 +105,17 @@ fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageIn
     let bad = corrupt(name);
     let features =
         decode_get_features(&call("get_features", &get_features_input(false))?).map_err(&bad)?;
-    let check = classify_features(features.features | features.incompatible, READ_FEATURES);
-    if !check.can_read() {
+    let all_features = features.features | features.incompatible;
+    if let Some(reason) = unreadable_reason(all_features) {
         return Err(ImageError::Unsupported {
             image: name.to_string(),
-            reason: format!(
-                "features {:?} (0x{:x}) are not implemented",
-                feature_names(check.unreadable),
-                check.unreadable
-            ),
+            reason,
         });
     }
     let size = decode_get_size(&call("get_size", &snap_id_input(NOSNAP))?).map_err(&bad)?;
     let object_prefix = decode_get_object_prefix(&call("get_object_prefix", &[])?).map_err(&bad)?;
     let snapc = decode_get_snapcontext(&call("get_snapcontext", &[])?).map_err(&bad)?;
-    let layout = if features.features & FEATURE_STRIPINGV2 != 0 {
+    let layout = if has_striping(features.features) {
         let s = decode_get_stripe_unit_count(&call("get_stripe_unit_count", &[])?).map_err(&bad)?;
         Layout::striped(size.order, s.unit, s.count).ok_or_else(|| {
             bad(FormatError::invalid(
@@ -144,7 +129,7 @@ fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageIn
     } else {
         Layout::plain(size.order)
     };
-    let data_pool = if features.features & FEATURE_DATA_POOL != 0 {
+    let data_pool = if has_data_pool(features.features) {
         decode_get_data_pool(&call("get_data_pool", &[])?).map_err(&bad)?
     } else {
         None
@@ -170,31 +155,24 @@ fn load_v2(store: &dyn ObjectStore, name: &str, id: &str) -> ImageResult<ImageIn
             hidden_snapshots.push(s);
         }
     }
-    let parent = if features.features & FEATURE_LAYERING != 0 {
+    let parent = if has_layering(features.features) {
         load_parent(&call, &snapc.snaps, &bad)?
     } else {
         None
     };
     // `operations` guards "op features" (clone v2, groups, snapshot
     // trash); writing the head is safe under the ones we know.
-    let mut writable = WRITE_FEATURES;
-    if features.features & FEATURE_OPERATIONS != 0 {
+    let op_features = if has_operations(features.features) {
         let reply = call("op_features_get", &[])?;
         let op_features = decode_u64_reply(&reply, "rbd.op_features_get reply").map_err(&bad)?;
-        if op_features & !KNOWN_OP_FEATURES == 0 {
-            writable |= FEATURE_OPERATIONS;
-        } else {
+        if !op_features_known(op_features) {
             info!("image {name}: unknown op features 0x{op_features:x}");
         }
-    }
-    let unwritable =
-        classify_features(features.features | features.incompatible, writable).unwritable;
-    let read_only = (unwritable != 0).then(|| {
-        format!(
-            "features {:?} (0x{unwritable:x}) are not implemented for writing",
-            feature_names(unwritable)
-        )
-    });
+        Some(op_features)
+    } else {
+        None
+    };
+    let read_only = read_only_reason(all_features, op_features);
     if let Some(reason) = &read_only {
         info!("image {name} is served read-only: {reason}");
     }

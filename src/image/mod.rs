@@ -4,6 +4,7 @@
 //! and object I/O goes through the [cache](crate::cache) to [`StoreImage`].
 
 pub mod admin;
+pub mod features;
 mod header;
 mod info;
 mod lock;
@@ -358,7 +359,7 @@ impl Image {
         info: &ImageInfo,
     ) -> ImageResult<Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>> {
         match &self.store_image.lock {
-            Some(lock) if info.features & v2::FEATURE_EXCLUSIVE_LOCK != 0 => Ok(Some(
+            Some(lock) if features::needs_lock(info.features) => Ok(Some(
                 lock.owned_guard(self.store_image.watch_cookie_for_lock()?)?,
             )),
             _ => Ok(None),
@@ -472,7 +473,7 @@ impl Image {
             });
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.snapshot_object_map(id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+            lock.snapshot_object_map(id, features::has_fast_diff(info.features))?;
         }
         drop(owned);
         self.store_image.notify_header_update();
@@ -510,7 +511,7 @@ impl Image {
             ("snapshot_remove", v2::snapshot_remove_input(snap.id))
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.remove_snapshot_object_map(snap.id, info.features & v2::FEATURE_FAST_DIFF != 0)?;
+            lock.remove_snapshot_object_map(snap.id, features::has_fast_diff(info.features))?;
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)

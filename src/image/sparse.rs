@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
+use super::features::{has_object_map, needs_lock};
 use super::info::ImageInfo;
 use super::store_image::StoreImage;
 use crate::cache::ObjectIo;
 use crate::error::{ImageError, ImageResult};
-use crate::format::v2::{
-    FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP, ObjectMap, ObjectState, object_map_object,
-};
+use crate::format::v2::{ObjectMap, ObjectState, object_map_object};
 use crate::store::SnapId;
 
 /// Objects asked about at once when there is no object map to read.
@@ -24,11 +23,7 @@ impl StoreImage {
     /// (and it decodes). A cluster that does not answer is an error, not a
     /// reason to ask again object by object.
     fn read_object_map(&self, info: &ImageInfo, snap: SnapId) -> ImageResult<Option<ObjectMap>> {
-        let Some(id) = info
-            .id
-            .as_deref()
-            .filter(|_| info.features & FEATURE_OBJECT_MAP != 0)
-        else {
+        let Some(id) = info.id.as_deref().filter(|_| has_object_map(info.features)) else {
             return Ok(None);
         };
         match self.store.read_full(&object_map_object(id, snap)) {
@@ -99,10 +94,7 @@ impl StoreImage {
         if object_no * object_size < overlap {
             return self.write_object(object_no, offset, &vec![0u8; len as usize]);
         }
-        let lock = self
-            .lock
-            .as_ref()
-            .filter(|_| info.features & FEATURE_EXCLUSIVE_LOCK != 0);
+        let lock = self.lock.as_ref().filter(|_| needs_lock(info.features));
         let _guard = match lock {
             Some(l) => Some(l.owned_guard(self.watch_cookie_for_lock()?)?),
             None => None,
@@ -198,7 +190,7 @@ pub(super) fn allocated(
 ) -> ImageResult<u64> {
     let size = info.size_at(snap).unwrap_or(0);
     let count = info.layout.object_count(size);
-    let has_map = info.features & FEATURE_OBJECT_MAP != 0;
+    let has_map = has_object_map(info.features);
     if !info.layout.is_plain() || (!has_map && count > MAX_STAT_SCAN) {
         return Ok(size);
     }

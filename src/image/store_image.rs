@@ -16,13 +16,13 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 /// says the exclusive lock was taken just now.
 type WriteAdmission<'a> = (RwLockReadGuard<'a, ()>, bool);
 
+use super::features::{has_object_map, needs_lock};
 use super::header::{self, HeaderRef};
 use super::info::ImageInfo;
 use super::lock::ExclusiveLock;
 use super::watch::{HeaderWatch, UNWATCHED_REFRESH};
 use crate::cache::ObjectIo;
 use crate::error::{ImageError, ImageResult};
-use crate::format::v2::{FEATURE_EXCLUSIVE_LOCK, FEATURE_OBJECT_MAP};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError};
 
@@ -100,7 +100,7 @@ impl StoreImage {
                 &name,
                 &info.header_oid,
                 info.id.as_deref().unwrap_or_default(),
-                info.features & FEATURE_OBJECT_MAP != 0,
+                has_object_map(info.features),
             ))
         });
         let stale = Arc::new(AtomicBool::new(false));
@@ -163,7 +163,7 @@ impl StoreImage {
         *self.loaded_at.lock() = Instant::now();
         let old = std::mem::replace(&mut *self.info.write(), info.clone());
         if let Some(lock) = &self.lock {
-            lock.set_object_map(info.features & FEATURE_OBJECT_MAP != 0)?;
+            lock.set_object_map(has_object_map(info.features))?;
         }
         if old.parent != info.parent {
             // Flattened or re-parented: forget what we knew.
@@ -379,7 +379,7 @@ impl ObjectIo for StoreImage {
     fn cache_head(&self) -> bool {
         // Without the exclusive lock, another client may be writing.
         match &self.lock {
-            Some(lock) if self.info().features & FEATURE_EXCLUSIVE_LOCK != 0 => lock.is_owner(),
+            Some(lock) if needs_lock(self.info().features) => lock.is_owner(),
             _ => true,
         }
     }
@@ -439,7 +439,7 @@ impl StoreImage {
             });
         }
         let admission = match &self.lock {
-            Some(lock) if info.features & FEATURE_EXCLUSIVE_LOCK != 0 => {
+            Some(lock) if needs_lock(info.features) => {
                 Some(lock.write_guard(self.watch_cookie_for_lock()?, object_no)?)
             }
             _ => None,

@@ -246,13 +246,15 @@ impl Drop for IoCtx {
 }
 
 pub struct RadosPool {
-    cluster: Arc<RadosCluster>,
     name: String,
     id: i64,
     /// Head reads, metadata and cls calls: no snap id, empty snap context.
     base: Arc<IoCtx>,
     writers: Mutex<LruCache<SnapContext, Arc<IoCtx>>>,
     readers: Mutex<LruCache<SnapId, Arc<IoCtx>>>,
+    /// Last: fields drop in order, and the I/O contexts must be destroyed
+    /// before a last reference to the cluster shuts it down.
+    cluster: Arc<RadosCluster>,
 }
 
 fn oid_c(oid: &str) -> StoreResult<CString> {
@@ -747,9 +749,10 @@ struct WatchState {
 }
 
 struct RadosWatch {
-    cluster: Arc<RadosCluster>,
     state: Box<WatchState>,
     cookie: u64,
+    /// Last, as in `RadosPool`: the watch's I/O context goes first.
+    cluster: Arc<RadosCluster>,
 }
 
 impl WatchGuard for RadosWatch {

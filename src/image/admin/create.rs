@@ -3,14 +3,18 @@
 use log::info;
 
 use super::{
-    CREATABLE_FEATURES, CreateOptions, DEFAULT_FEATURES, DirChange, busy, cleanup,
-    generate_image_id, ignore_enoent, image_format, invalid, random_u32, rbd_call, store_err,
-    unsupported, update_v1_directory, v1_block_name, validate_image_name,
+    CreateOptions, DEFAULT_FEATURES, DirChange, busy, cleanup, generate_image_id, ignore_enoent,
+    image_format, invalid, random_u32, rbd_call, store_err, unsupported, update_v1_directory,
+    v1_block_name, validate_image_name,
 };
 use crate::error::{ImageError, ImageResult};
 use crate::format::v1::{self, HeaderV1};
 use crate::format::v2::{self, *};
 use crate::format::{MAX_ORDER, MIN_ORDER};
+use crate::image::features::{
+    CreateRefusal, has_object_map, validate_create_features, with_creation_implied,
+    with_derived_bits,
+};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
 
@@ -130,9 +134,7 @@ fn plan_v2(
             features &= all;
         }
     }
-    if features & FEATURE_OBJECT_MAP != 0 {
-        features |= FEATURE_FAST_DIFF;
-    }
+    features = with_creation_implied(features);
     let striping = match (
         opts.stripe_unit.filter(|&s| s != 0),
         opts.stripe_count.filter(|&s| s != 0),
@@ -154,11 +156,6 @@ fn plan_v2(
             ));
         }
     };
-    if striping.is_some() {
-        features |= FEATURE_STRIPINGV2;
-    } else {
-        features &= !FEATURE_STRIPINGV2;
-    }
     let data_pool = opts.data_pool.filter(|&p| p != store.pool_id());
     if let Some(pool) = data_pool {
         if pool < 0 {
@@ -167,44 +164,19 @@ fn plan_v2(
         store
             .pool_by_id(pool)
             .map_err(|e| invalid(name, format!("data pool {pool} does not exist: {e}")))?;
-        features |= FEATURE_DATA_POOL;
-    } else {
-        features &= !FEATURE_DATA_POOL;
     }
-    if features & FEATURE_OPERATIONS != 0 {
-        return Err(invalid(name, "cannot use internally controlled features"));
-    }
-    if features & FEATURE_JOURNALING != 0 {
-        return Err(unsupported(
-            name,
-            "journaling is not implemented (no journal can be created)",
-        ));
-    }
-    if features & !CREATABLE_FEATURES != 0 {
-        return Err(invalid(
-            name,
-            format!(
-                "features 0x{:x} ({:?}) cannot be set at creation",
-                features & !CREATABLE_FEATURES,
-                feature_names(features & !CREATABLE_FEATURES)
-            ),
-        ));
-    }
-    if features & FEATURE_FAST_DIFF != 0 && features & FEATURE_OBJECT_MAP == 0 {
-        return Err(invalid(name, "cannot use fast diff without object map"));
-    }
-    if features & FEATURE_OBJECT_MAP != 0 && features & FEATURE_EXCLUSIVE_LOCK == 0 {
-        return Err(invalid(
-            name,
-            "cannot use object map without exclusive lock",
-        ));
+    features = with_derived_bits(features, striping.is_some(), data_pool.is_some());
+    match validate_create_features(features) {
+        Ok(()) => {}
+        Err(CreateRefusal::Invalid(reason)) => return Err(invalid(name, reason)),
+        Err(CreateRefusal::Unsupported(reason)) => return Err(unsupported(name, reason)),
     }
     let layout = match striping {
         Some((unit, count)) => Layout::striped(order, unit, count).expect("validated above"),
         None => Layout::plain(order),
     };
     let object_count = layout.object_count(size);
-    if features & FEATURE_OBJECT_MAP != 0 && object_count > MAX_OBJECT_MAP_OBJECT_COUNT {
+    if has_object_map(features) && object_count > MAX_OBJECT_MAP_OBJECT_COUNT {
         return Err(invalid(
             name,
             format!("image size not compatible with object map ({object_count} objects)"),
@@ -285,7 +257,7 @@ fn create_v2(store: &dyn ObjectStore, name: &str, size: u64, plan: &V2Plan) -> I
             )
             .map_err(|e| store_err(name, e))?;
         }
-        if plan.features & FEATURE_OBJECT_MAP != 0 {
+        if has_object_map(plan.features) {
             done.object_map = true;
             rbd_call(
                 store,

@@ -58,24 +58,7 @@ pub use self::shared::other_watchers;
 /// librbd's default object order (4 MiB objects).
 pub const DEFAULT_ORDER: u8 = 22;
 
-/// Pacific's `rbd_default_features`: layering, exclusive-lock, object-map,
-/// fast-diff, deep-flatten (0x3d).
-pub const DEFAULT_FEATURES: u64 = FEATURE_LAYERING
-    | FEATURE_EXCLUSIVE_LOCK
-    | FEATURE_OBJECT_MAP
-    | FEATURE_FAST_DIFF
-    | FEATURE_DEEP_FLATTEN;
-
-/// Features a new image may ask for. Striping and data-pool are derived
-/// from the options (as librbd does); journaling is refused (we cannot
-/// create a journal), the rest are internal.
-const CREATABLE_FEATURES: u64 = FEATURE_LAYERING
-    | FEATURE_STRIPINGV2
-    | FEATURE_EXCLUSIVE_LOCK
-    | FEATURE_OBJECT_MAP
-    | FEATURE_FAST_DIFF
-    | FEATURE_DEEP_FLATTEN
-    | FEATURE_DATA_POOL;
+pub use crate::image::features::DEFAULT_FEATURES;
 
 /// Image ids are cut to their last 14 characters so that `rbd_data.ID`
 /// fits the 24-byte block name field (RBD_MAX_BLOCK_NAME_SIZE - len

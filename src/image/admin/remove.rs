@@ -12,6 +12,7 @@ use super::{
 };
 use crate::error::{ImageError, ImageResult};
 use crate::format::v2::{self, *};
+use crate::image::features::{is_migrating, needs_lock};
 use crate::image::header::{self, HeaderRef};
 use crate::image::info::ImageInfo;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
@@ -53,7 +54,7 @@ fn check_removable(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> Ima
     if let Some(reason) = &info.read_only {
         return Err(unsupported(name, format!("cannot remove: {reason}")));
     }
-    if info.features & FEATURE_MIGRATING != 0 {
+    if is_migrating(info.features) {
         return Err(busy(name, "image in migration state"));
     }
     let snaps = info.snapshots.len() + info.hidden_snapshots.len();
@@ -75,7 +76,7 @@ fn check_removable(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> Ima
             .collect();
         return Err(busy(name, format!("it has watchers: {}", who.join(", "))));
     }
-    if info.format == 2 && info.features & FEATURE_EXCLUSIVE_LOCK != 0 {
+    if info.format == 2 && needs_lock(info.features) {
         let me = EntityName::client(store.instance_id());
         if let Some(l) = lock_holders(store, name, &info.header_oid)?
             .iter()

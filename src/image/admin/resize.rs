@@ -12,6 +12,7 @@ use super::{busy, invalid, rbd_call, store_err, unsupported};
 use crate::error::{ImageError, ImageResult};
 use crate::format::v1;
 use crate::format::v2::*;
+use crate::image::features::{has_object_map, needs_lock};
 use crate::image::info::ImageInfo;
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapContext};
@@ -136,7 +137,7 @@ pub fn resize_image(
     if new_size == info.size {
         return Ok(());
     }
-    if info.format == 2 && info.features & FEATURE_EXCLUSIVE_LOCK != 0 {
+    if info.format == 2 && needs_lock(info.features) {
         let me = EntityName::client(store.instance_id());
         if !lock_holders(store, name, &info.header_oid)?
             .iter()
@@ -149,7 +150,7 @@ pub fn resize_image(
         }
     }
     let plan = resize_plan(&info.layout, info.size, new_size);
-    let object_map = info.format == 2 && info.features & FEATURE_OBJECT_MAP != 0;
+    let object_map = info.format == 2 && has_object_map(info.features);
     if object_map && plan.new_objects > MAX_OBJECT_MAP_OBJECT_COUNT {
         return Err(invalid(
             name,

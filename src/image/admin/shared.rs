@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::{CONCURRENT_OPS, WATCH_PROBE_TIMEOUT_MS, corrupt, ignore_enoent, rbd_call, store_err};
 use crate::error::{ImageError, ImageResult};
 use crate::format::v2::*;
+use crate::image::features::{has_object_map, has_operations};
 use crate::image::info::ImageInfo;
 use crate::store::{NOSNAP, ObjectStore, SnapContext, StoreError};
 
@@ -64,7 +65,7 @@ pub(super) fn op_features(
     info: &ImageInfo,
     image: &str,
 ) -> ImageResult<u64> {
-    if info.features & FEATURE_OPERATIONS == 0 {
+    if !has_operations(info.features) {
         return Ok(0);
     }
     let reply = rbd_call(store, &info.header_oid, "op_features_get", &[])
@@ -97,7 +98,7 @@ pub(super) fn load_object_map(
     let Some(id) = info.id.as_deref() else {
         return Ok(None);
     };
-    if info.features & FEATURE_OBJECT_MAP == 0 {
+    if !has_object_map(info.features) {
         return Ok(None);
     }
     let flags = rbd_call(store, &info.header_oid, "get_flags", &snap_id_input(NOSNAP))
