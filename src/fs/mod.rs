@@ -16,6 +16,7 @@ mod errno;
 mod fuse;
 mod handles;
 mod inodes;
+mod names;
 mod ops;
 mod tree;
 mod usage;
@@ -32,15 +33,12 @@ pub use self::errno::Errno;
 pub use self::fuse::FuseFs;
 use self::handles::Handle;
 use self::inodes::Inodes;
+pub use self::names::{NAME_MAX, SNAP_DIR, file_name, is_file_name};
 pub use self::ops::{Attr, DirEntry, FileKind, Opened, StatFs, Xattr};
 use self::usage::UsageState;
-use crate::format::valid_file_name;
 use crate::image::Image;
 use crate::image::admin::CreateOptions;
 use crate::pool::Pool;
-
-/// Name of the directory that holds the snapshots.
-pub const SNAP_DIR: &str = ".snap";
 
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = inodes::ROOT;
@@ -65,10 +63,6 @@ pub struct RbdFs {
     next_fh: AtomicU64,
     mounted_at: SystemTime,
     usage_state: Arc<Mutex<UsageState>>,
-}
-
-fn name_str(name: &std::ffi::OsStr) -> Option<&str> {
-    name.to_str().filter(|n| valid_file_name(n))
 }
 
 impl RbdFs {

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use log::debug;
 
 use super::inodes::{Node, ROOT, SNAP_ROOT};
-use super::{Errno, RbdFs, SNAP_DIR, name_str};
+use super::{Errno, NAME_MAX, RbdFs, SNAP_DIR, file_name};
 use crate::image::Seek;
 use crate::store::NOSNAP;
 
@@ -91,7 +91,7 @@ impl Xattr {
 impl RbdFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, Errno> {
         let parent = self.node(parent)?;
-        let name = name_str(name).ok_or(Errno::ENOENT)?;
+        let name = file_name(name).ok_or(Errno::ENOENT)?;
         let node = self.lookup_node(&parent, name)?;
         self.entry(node)
     }
@@ -304,7 +304,7 @@ impl RbdFs {
             Node::Root => return self.remove_image(name),
             _ => return Err(Errno::EPERM),
         };
-        let snap = name_str(name).ok_or(Errno::ENOENT)?;
+        let snap = file_name(name).ok_or(Errno::ENOENT)?;
         let image = self.image(&image_name)?;
         image
             .snap_remove(snap)
@@ -327,8 +327,8 @@ impl RbdFs {
         if self.node(parent)? != Node::Root || self.node(newparent)? != Node::Root {
             return Err(Errno::EXDEV);
         }
-        let old = name_str(name).ok_or(Errno::ENOENT)?;
-        let new = name_str(newname).ok_or(Errno::EINVAL)?;
+        let old = file_name(name).ok_or(Errno::ENOENT)?;
+        let new = file_name(newname).ok_or(Errno::EINVAL)?;
         if old == SNAP_DIR || new == SNAP_DIR {
             return Err(Errno::EPERM);
         }
@@ -354,7 +354,7 @@ impl RbdFs {
             files: u.pool_objects,
             ffree: u64::MAX / 2,
             bsize: BSIZE as u32,
-            namelen: 255,
+            namelen: NAME_MAX as u32,
             frsize: BSIZE as u32,
         }
     }

@@ -6,8 +6,8 @@ use std::ffi::OsStr;
 use log::warn;
 
 use super::inodes::{Node, SNAP_ROOT};
-use super::{Attr, Errno, FileKind, Opened, RbdFs, SNAP_DIR, name_str};
-use crate::format::valid_file_name;
+use super::{Attr, Errno, FileKind, Opened, RbdFs, SNAP_DIR, file_name, is_file_name};
+use crate::pool::DIRECTORY;
 use crate::store::NOSNAP;
 
 impl RbdFs {
@@ -38,7 +38,7 @@ impl RbdFs {
     /// `touch`/`open(O_CREAT)` in the root: a new, empty image made as
     /// `rbd create` makes it (format and features from the mount options).
     pub(super) fn create_image(&self, name: &OsStr) -> Result<(Attr, Opened), Errno> {
-        let name = name_str(name).ok_or(Errno::EINVAL)?;
+        let name = file_name(name).ok_or(Errno::EINVAL)?;
         if name == SNAP_DIR {
             return Err(Errno::EEXIST);
         }
@@ -63,7 +63,7 @@ impl RbdFs {
     /// one of its files is open here, or it has snapshots (ENOTEMPTY), or
     /// another client uses it (EBUSY).
     pub(super) fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
-        let name = name_str(name).ok_or(Errno::ENOENT)?;
+        let name = file_name(name).ok_or(Errno::ENOENT)?;
         if name == SNAP_DIR {
             return Err(Errno::EPERM);
         }
@@ -93,6 +93,10 @@ impl RbdFs {
                         .unexpected()
                 })?;
                 for name in names {
+                    if !is_file_name(&name) {
+                        warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
+                        continue;
+                    }
                     if name == SNAP_DIR {
                         warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
                         continue;
@@ -115,7 +119,7 @@ impl RbdFs {
                     .current_info()
                     .map_err(|e| Errno::image(image, &e))?;
                 for s in &info.snapshots {
-                    if valid_file_name(&s.name) {
+                    if is_file_name(&s.name) {
                         add(
                             Node::Snap(image.clone(), s.name.clone()),
                             FileKind::File,
