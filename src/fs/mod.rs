@@ -22,6 +22,9 @@ mod tree;
 mod usage;
 mod xattrs;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
