@@ -467,7 +467,9 @@ fn creates() -> impl Strategy<Value = (&'static str, CreateOptions)> {
 
 #[test]
 fn fs_matches_a_byte_model() {
-    const CASES: u32 = 26;
+    // 26 cases of 3500-5000 ops: over 100,000 ops, ~20 s with --release;
+    // a debug build runs fewer.
+    const CASES: u32 = if cfg!(debug_assertions) { 3 } else { 26 };
     let total = AtomicU64::new(0);
     let started = Instant::now();
     let mut runner = TestRunner::new(Config {
