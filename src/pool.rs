@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::format::tmap::Tmap;
 use crate::format::v2::{decode_dir_list, dir_list_input};
-use crate::format::valid_file_name;
 use crate::image::admin::{self, CreateOptions};
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
@@ -48,9 +47,9 @@ impl Pool {
     }
 
     /// Image names from `rbd_directory` (format 1 in its TMAP data, format
-    /// 2 through `rbd.dir_list`), sorted. Entries that cannot be file names
-    /// are left out with a log line; an undecodable directory part is left
-    /// out with a log line (opening a known name still works).
+    /// 2 through `rbd.dir_list`), sorted. An undecodable directory part is
+    /// left out with a log line (opening a known name still works). Which
+    /// names can be file names is the file system's business.
     pub fn list(&self) -> Result<Vec<String>, StoreError> {
         let mut v1 = self.list_v1()?;
         let v2 = self.list_v2()?;
@@ -61,25 +60,13 @@ impl Pool {
             }
             !both
         });
-        let mut names: Vec<String> = v1
-            .into_iter()
-            .chain(v2)
-            .filter(|n| Self::usable_name(n))
-            .collect();
+        let mut names: Vec<String> = v1.into_iter().chain(v2).collect();
         if let Some(only) = &self.only {
             names.retain(|n| n == only);
         }
         names.sort();
         names.dedup();
         Ok(names)
-    }
-
-    fn usable_name(name: &str) -> bool {
-        let ok = valid_file_name(name);
-        if !ok {
-            warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
-        }
-        ok
     }
 
     fn list_v1(&self) -> Result<Vec<String>, StoreError> {
@@ -153,9 +140,10 @@ impl Pool {
     }
 
     /// The open image `name`, opening it (and reading its header) on first
-    /// use; a cached image is refreshed if the watch said it changed.
+    /// use; a cached image is refreshed if the watch said it changed. The
+    /// file system passes only names it can show (`fs::names`).
     pub fn image(&self, name: &str) -> ImageResult<Arc<Image>> {
-        if self.only.as_deref().is_some_and(|o| o != name) || !valid_file_name(name) {
+        if self.only.as_deref().is_some_and(|o| o != name) {
             return Err(ImageError::NotFound(name.to_string()));
         }
         if let Some(image) = self.open.lock().get(name).cloned() {

@@ -22,7 +22,7 @@ use fuser::{Config, MountOption};
 use log::{error, info, warn};
 
 use crate::cache::Cache;
-use crate::fs::{FsOptions, RbdFs};
+use crate::fs::{FsOptions, FuseFs, RbdFs};
 use crate::pool::Pool;
 use crate::store::rados::RadosCluster;
 
@@ -251,7 +251,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
             gid: cfg.gid,
         },
     );
-    let mut session = fuser::Session::new(fs, &cfg.mountpoint, &fuse_config(cfg))
+    let mut session = fuser::Session::new(FuseFs::new(fs), &cfg.mountpoint, &fuse_config(cfg))
         .map_err(|e| format!("cannot mount on {}: {e}", cfg.mountpoint.display()))?;
     info!(
         "mounted pool {} on {}{}",

@@ -53,13 +53,3 @@ pub struct SnapshotInfo {
     pub name: String,
     pub size: u64,
 }
-
-/// Whether `name` can be an image or snapshot file name: non-empty, at most
-/// NAME_MAX bytes, no `/` or NUL, and not `.`/`..`.
-pub fn valid_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
-        && !name.bytes().any(|b| b == b'/' || b == 0)
-}

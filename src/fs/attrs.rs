@@ -1,39 +1,32 @@
 //! File attributes (`stat`) of the tree's nodes.
 
-use fuser::{Errno, FileAttr, FileType, INodeNo};
-
-use super::RbdFs;
 use super::inodes::Node;
+use super::{Attr, Errno, FileKind, RbdFs};
 use crate::image::Image;
 use crate::store::{NOSNAP, SnapId};
 
 impl RbdFs {
-    pub(super) fn attr(&self, ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
+    pub(super) fn attr(&self, ino: u64, kind: FileKind, perm: u16, size: u64) -> Attr {
+        Attr {
+            ino,
             size,
             blocks: size.div_ceil(512),
-            atime: self.mounted_at,
-            mtime: self.mounted_at,
-            ctime: self.mounted_at,
-            crtime: self.mounted_at,
+            time: self.mounted_at,
             kind,
             perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
             uid: self.opts.uid,
             gid: self.opts.gid,
-            rdev: 0,
             blksize: 4096,
-            flags: 0,
         }
     }
 
-    pub(super) fn dir_attr(&self, ino: u64) -> FileAttr {
-        self.attr(ino, FileType::Directory, 0o755, 0)
+    pub(super) fn dir_attr(&self, ino: u64) -> Attr {
+        self.attr(ino, FileKind::Directory, 0o755, 0)
     }
 
     /// Attributes of a node, reading image headers as needed.
-    pub(super) fn node_attr(&self, ino: u64, node: &Node) -> Result<FileAttr, Errno> {
+    pub(super) fn node_attr(&self, ino: u64, node: &Node) -> Result<Attr, Errno> {
         match node {
             Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
             Node::SnapDir(name) => {
@@ -45,7 +38,7 @@ impl RbdFs {
                 let info = image.info();
                 let writable = !self.opts.read_only && info.read_only.is_none();
                 let perm = if writable { 0o644 } else { 0o444 };
-                let mut attr = self.attr(ino, FileType::RegularFile, perm, info.size);
+                let mut attr = self.attr(ino, FileKind::File, perm, info.size);
                 attr.blocks = self.blocks(&image, NOSNAP, info.size);
                 // cp, dd and friends size their buffers by st_blksize.
                 attr.blksize = info.layout.object_size.min(1 << 22) as u32;
@@ -55,7 +48,7 @@ impl RbdFs {
                 let image = self.image(name)?;
                 let info = image.info();
                 let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
-                let mut attr = self.attr(ino, FileType::RegularFile, 0o444, s.size);
+                let mut attr = self.attr(ino, FileKind::File, 0o444, s.size);
                 attr.blocks = self.blocks(&image, s.id, s.size);
                 attr.blksize = info.layout.object_size.min(1 << 22) as u32;
                 Ok(attr)

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use fuser::{Errno, FileHandle};
-
-use super::{RbdFs, errno_of};
+use super::{Errno, RbdFs};
 use crate::image::Image;
 use crate::store::{NOSNAP, SnapId};
 
@@ -19,10 +17,10 @@ pub(super) struct Handle {
 }
 
 impl RbdFs {
-    pub(super) fn handle(&self, fh: FileHandle) -> Result<(Arc<Image>, SnapId), Errno> {
+    pub(super) fn handle(&self, fh: u64) -> Result<(Arc<Image>, SnapId), Errno> {
         self.handles
             .lock()
-            .get(&fh.0)
+            .get(&fh)
             .map(|h| (h.image.clone(), h.snap))
             .ok_or(Errno::EBADF)
     }
@@ -30,8 +28,8 @@ impl RbdFs {
     /// Whether writes and fallocate through `fh` may grow the image: on
     /// every handle of the head, except on a `fixed_size` mount, where only
     /// the handle that created the image grows it.
-    pub(super) fn may_grow(&self, fh: FileHandle) -> bool {
-        !self.opts.fixed_size || self.handles.lock().get(&fh.0).is_some_and(|h| h.created)
+    pub(super) fn may_grow(&self, fh: u64) -> bool {
+        !self.opts.fixed_size || self.handles.lock().get(&fh).is_some_and(|h| h.created)
     }
 
     /// Whether a file of image `name` (head or snapshot) is open.
@@ -39,7 +37,7 @@ impl RbdFs {
         self.handles.lock().values().any(|h| h.image.name() == name)
     }
 
-    pub(super) fn flush_handle(&self, fh: FileHandle) -> Result<(), Errno> {
+    pub(super) fn flush_handle(&self, fh: u64) -> Result<(), Errno> {
         let (image, snap) = self.handle(fh)?;
         if snap != NOSNAP {
             return Ok(());
@@ -47,23 +45,18 @@ impl RbdFs {
         image.flush().map_err(|e| {
             // As the kernel reports failed write-back of dirty pages: EIO,
             // except for a full pool or quota, which the user can act on.
-            match errno_of(&format!("flush {}", image.name()), &e) {
+            match Errno::image(&format!("flush {}", image.name()), &e) {
                 e if e == Errno::ENOSPC || e == Errno::EDQUOT => e,
-                _ => Errno::EIO,
+                e => e.with_code(libc::EIO),
             }
         })
     }
 
-    pub(super) fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> FileHandle {
+    pub(super) fn add_handle(&self, image: Arc<Image>, snap: SnapId) -> u64 {
         self.add_handle_with(image, snap, false)
     }
 
-    pub(super) fn add_handle_with(
-        &self,
-        image: Arc<Image>,
-        snap: SnapId,
-        created: bool,
-    ) -> FileHandle {
+    pub(super) fn add_handle_with(&self, image: Arc<Image>, snap: SnapId, created: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(
             fh,
@@ -73,6 +66,6 @@ impl RbdFs {
                 created,
             },
         );
-        FileHandle(fh)
+        fh
     }
 }

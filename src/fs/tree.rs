@@ -3,20 +3,19 @@
 
 use std::ffi::OsStr;
 
-use fuser::{Errno, FileAttr, FileHandle, FileType, FopenFlags, INodeNo};
 use log::warn;
 
 use super::inodes::{Node, SNAP_ROOT};
-use super::{RbdFs, SNAP_DIR, errno_of, name_str};
-use crate::format::valid_file_name;
+use super::{Attr, Errno, FileKind, Opened, RbdFs, SNAP_DIR, file_name, is_file_name};
+use crate::pool::DIRECTORY;
 use crate::store::NOSNAP;
 
 impl RbdFs {
-    pub(super) fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
+    pub(super) fn node(&self, ino: u64) -> Result<Node, Errno> {
         self.inodes
             .lock()
             .by_ino
-            .get(&ino.0)
+            .get(&ino)
             .cloned()
             .ok_or(Errno::ENOENT)
     }
@@ -31,33 +30,32 @@ impl RbdFs {
         }
     }
 
-    pub(super) fn entry(&self, node: Node) -> Result<FileAttr, Errno> {
+    pub(super) fn entry(&self, node: Node) -> Result<Attr, Errno> {
         let ino = self.inodes.lock().ino(node.clone());
         self.node_attr(ino, &node)
     }
 
     /// `touch`/`open(O_CREAT)` in the root: a new, empty image made as
     /// `rbd create` makes it (format and features from the mount options).
-    pub(super) fn create_image(
-        &self,
-        name: &OsStr,
-    ) -> Result<(FileAttr, FileHandle, FopenFlags), Errno> {
-        let name = name_str(name).ok_or(Errno::EINVAL)?;
+    pub(super) fn create_image(&self, name: &OsStr) -> Result<(Attr, Opened), Errno> {
+        let name = file_name(name).ok_or(Errno::EINVAL)?;
         if name == SNAP_DIR {
             return Err(Errno::EEXIST);
         }
         let image = self
             .pool
             .create(name, &self.opts.create)
-            .map_err(|e| errno_of(&format!("create {name}"), &e))?;
+            .map_err(|e| Errno::image(&format!("create {name}"), &e))?;
         let node = Node::Image(name.to_string());
         let ino = self.inodes.lock().ino(node.clone());
         let attr = self.node_attr(ino, &node)?;
         let fh = self.add_handle_with(image, NOSNAP, true);
         Ok((
             attr,
-            fh,
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            Opened {
+                fh,
+                direct_io: true,
+            },
         ))
     }
 
@@ -65,7 +63,7 @@ impl RbdFs {
     /// one of its files is open here, or it has snapshots (ENOTEMPTY), or
     /// another client uses it (EBUSY).
     pub(super) fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
-        let name = name_str(name).ok_or(Errno::ENOENT)?;
+        let name = file_name(name).ok_or(Errno::ENOENT)?;
         if name == SNAP_DIR {
             return Err(Errno::EPERM);
         }
@@ -74,41 +72,41 @@ impl RbdFs {
         }
         self.pool
             .remove(name)
-            .map_err(|e| errno_of(&format!("remove {name}"), &e))
+            .map_err(|e| Errno::image(&format!("remove {name}"), &e))
     }
 
     /// Entries of a directory: (inode, type, name), without `.`/`..`.
-    pub(super) fn list(&self, node: &Node) -> Result<Vec<(u64, FileType, String)>, Errno> {
+    pub(super) fn list(&self, node: &Node) -> Result<Vec<(u64, FileKind, String)>, Errno> {
         let mut out = Vec::new();
-        let add = |node: Node, kind: FileType, name: String, out: &mut Vec<_>| {
+        let add = |node: Node, kind: FileKind, name: String, out: &mut Vec<_>| {
             let ino = self.inodes.lock().ino(node);
             out.push((ino, kind, name));
         };
         match node {
             Node::Root | Node::SnapRoot => {
                 if *node == Node::Root {
-                    out.push((SNAP_ROOT, FileType::Directory, SNAP_DIR.to_string()));
+                    out.push((SNAP_ROOT, FileKind::Directory, SNAP_DIR.to_string()));
                 }
                 let names = self.pool.list().map_err(|e| {
-                    warn!("listing images: {e}");
                     Errno::EIO
+                        .with_detail(format!("listing images: {e}"))
+                        .unexpected()
                 })?;
                 for name in names {
+                    if !is_file_name(&name) {
+                        warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
+                        continue;
+                    }
                     if name == SNAP_DIR {
                         warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
                         continue;
                     }
                     if *node == Node::Root {
-                        add(
-                            Node::Image(name.clone()),
-                            FileType::RegularFile,
-                            name,
-                            &mut out,
-                        );
+                        add(Node::Image(name.clone()), FileKind::File, name, &mut out);
                     } else {
                         add(
                             Node::SnapDir(name.clone()),
-                            FileType::Directory,
+                            FileKind::Directory,
                             name,
                             &mut out,
                         );
@@ -119,12 +117,12 @@ impl RbdFs {
                 let info = self
                     .image(image)?
                     .current_info()
-                    .map_err(|e| errno_of(image, &e))?;
+                    .map_err(|e| Errno::image(image, &e))?;
                 for s in &info.snapshots {
-                    if valid_file_name(&s.name) {
+                    if is_file_name(&s.name) {
                         add(
                             Node::Snap(image.clone(), s.name.clone()),
-                            FileType::RegularFile,
+                            FileKind::File,
                             s.name.clone(),
                             &mut out,
                         );

@@ -1,21 +1,8 @@
 //! Extended attributes: `user.rbd.*` (what `rbd info` says) on image and
 //! snapshot files, `user.rbdfs.cache` on the root.
 
-use fuser::{Errno, ReplyXattr};
-
-use super::RbdFs;
 use super::inodes::Node;
-
-/// getxattr/listxattr protocol: size 0 asks for the length.
-pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
-    if size == 0 {
-        reply.size(value.len() as u32);
-    } else if value.len() <= size as usize {
-        reply.data(value);
-    } else {
-        reply.error(Errno::ERANGE);
-    }
-}
+use super::{Errno, RbdFs};
 
 impl RbdFs {
     /// The cache's counters, for operators (`getfattr -n user.rbdfs.cache

@@ -422,7 +422,7 @@ impl Image {
     /// write is on RADOS. Writes are held off meanwhile so none straddles
     /// the new snap context.
     pub fn snap_create(&self, snap_name: &str) -> ImageResult<SnapshotInfo> {
-        validate_snap_name(snap_name)?;
+        check_name(NameKind::Snapshot, snap_name)?;
         let _gate = self.io_gate.write();
         self.persist_acknowledged()?;
         let info = self.refresh()?;
@@ -530,15 +530,41 @@ impl Image {
     }
 }
 
-/// Snapshot names as librbd and our `.snap` directory accept them.
-pub fn validate_snap_name(name: &str) -> ImageResult<()> {
-    if name.is_empty()
-        || name.len() > MAX_NAME_LEN
-        || name == "."
-        || name == ".."
-        || name.contains(['/', '@', '\0'])
-    {
-        return Err(ImageError::InvalidName(name.to_string()));
+/// What a name names, for [`check_name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Image,
+    Snapshot,
+}
+
+/// No image may be called this: an rbdfs mount shows the snapshots under a
+/// directory of this name in its root, so the image could not be shown
+/// (the file system's `SNAP_DIR`; a test there keeps the two equal).
+pub const RESERVED_IMAGE_NAME: &str = ".snap";
+
+/// The RBD-level rules for the names we create and open, the one check of
+/// the image layer: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/` (the
+/// pool/image separator of `rbd`) or NUL, not `.` or `..`; a snapshot name
+/// also without `@` (the image@snap separator), an image name not
+/// [`RESERVED_IMAGE_NAME`]. EINVAL otherwise.
+pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\0'])
+        && match kind {
+            NameKind::Image => name != RESERVED_IMAGE_NAME,
+            NameKind::Snapshot => !name.contains('@'),
+        };
+    match (ok, kind) {
+        (true, _) => Ok(()),
+        (false, NameKind::Snapshot) => Err(ImageError::InvalidName(name.to_string())),
+        (false, NameKind::Image) => Err(ImageError::InvalidArgument {
+            image: name.to_string(),
+            reason: "invalid image name (empty, longer than 255 bytes, `/` or NUL in it, \
+                     or `.`, `..`, `.snap`)"
+                .into(),
+        }),
     }
-    Ok(())
 }

@@ -40,7 +40,7 @@ use super::info::ImageInfo;
 use crate::error::{ImageError, ImageResult};
 use crate::format::v1;
 use crate::format::v2::{self, *};
-use crate::format::{FormatError, tmap, valid_file_name};
+use crate::format::{FormatError, tmap};
 use crate::store::{NOSNAP, ObjectStore, StoreError};
 
 mod create;
@@ -74,10 +74,6 @@ pub const CONCURRENT_OPS: usize = 10;
 
 /// How long [`other_watchers`] waits for watchers to acknowledge.
 pub const WATCH_PROBE_TIMEOUT_MS: u64 = 5000;
-
-/// The name of the directory of snapshots in the filesystem: no image may
-/// be called that.
-pub const SNAP_DIR_NAME: &str = ".snap";
 
 /// What [`create_image`] makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,16 +193,9 @@ fn random_u32() -> u32 {
 // Names and lookup
 // ---------------------------------------------------------------------------
 
-/// Checks an image name: non-empty, at most 255 bytes, no `/` or NUL, not
-/// `.`, `..` or `.snap`.
+/// Checks an image name (see [`super::check_name`]).
 pub fn validate_image_name(name: &str) -> ImageResult<()> {
-    if !valid_file_name(name) || name == SNAP_DIR_NAME {
-        return Err(invalid(
-            name,
-            "invalid image name (empty, longer than 255 bytes, `/` or NUL in it, or `.`, `..`, `.snap`)",
-        ));
-    }
-    Ok(())
+    super::check_name(super::NameKind::Image, name)
 }
 
 /// Which format the image `name` has, if it exists: librbd's
