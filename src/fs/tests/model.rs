@@ -471,6 +471,7 @@ fn fs_matches_a_byte_model() {
     // a debug build runs fewer.
     const CASES: u32 = if cfg!(debug_assertions) { 3 } else { 26 };
     let total = AtomicU64::new(0);
+    let slowest = AtomicU64::new(0);
     let started = Instant::now();
     let mut runner = TestRunner::new(Config {
         cases: CASES,
@@ -480,18 +481,22 @@ fn fs_matches_a_byte_model() {
     let strategy = (creates(), proptest::collection::vec(op(), 3500..5000));
     let result = runner.run(&strategy, |((_, create), ops)| {
         total.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let case = Instant::now();
         let mut run = Run::new(create);
         for op in &ops {
             run.step(op)?;
         }
-        run.verify_all()
+        let result = run.verify_all();
+        slowest.fetch_max(case.elapsed().as_millis() as u64, Ordering::Relaxed);
+        result
     });
     let elapsed = started.elapsed();
     println!(
-        "fs model: {} cases, {} ops in {:.1} s",
+        "fs model: {} cases, {} ops in {:.1} s (slowest case {} ms)",
         CASES,
         total.load(Ordering::Relaxed),
-        elapsed.as_secs_f64()
+        elapsed.as_secs_f64(),
+        slowest.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}");
