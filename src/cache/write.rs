@@ -300,24 +300,11 @@ impl ImageState {
         result: Result<(), ImageError>,
         forget: bool,
     ) {
-        let (freed, requeue) = {
-            let mut st = slot.lock();
-            st.inflight = None;
-            st.inflight_seq = 0;
-            st.flushing = false;
-            if forget || result.is_err() {
-                self.forget_clean(object_no);
-            }
-            let requeue = std::mem::take(&mut st.requeue) && !st.dirty.is_empty() && !st.queued;
-            if requeue {
-                st.queued = true;
-            }
-            (std::mem::take(&mut st.inflight_bytes), requeue)
-        };
-        self.shared.release(|b| {
-            b.uncharge_dirty(freed);
-            b.uncharge_writing(freed);
-        });
+        let result_failed = result.is_err();
+        // The error and the counters first, the budget next, and only then
+        // the slot says "nothing in flight": a flush that sees the slot idle
+        // must also see the error (or it would report success and leave the
+        // failure to the next fsync) and the bytes released.
         match result {
             Ok(()) => {
                 let n: usize = batch.values().map(Vec::len).sum();
@@ -325,6 +312,26 @@ impl ImageState {
             }
             Err(e) => self.record_error(e),
         }
+        let requeue = {
+            let mut st = slot.lock();
+            let freed = std::mem::take(&mut st.inflight_bytes);
+            // Slot before budget, as where a batch starts.
+            self.shared.release(|b| {
+                b.uncharge_dirty(freed);
+                b.uncharge_writing(freed);
+            });
+            st.inflight = None;
+            st.inflight_seq = 0;
+            st.flushing = false;
+            if forget || result_failed {
+                self.forget_clean(object_no);
+            }
+            let requeue = std::mem::take(&mut st.requeue) && !st.dirty.is_empty() && !st.queued;
+            if requeue {
+                st.queued = true;
+            }
+            requeue
+        };
         if requeue {
             self.queue_object_write_back(object_no);
         }
