@@ -523,6 +523,18 @@ impl ImageCache {
         self.state.note_read(snap, offset, len)
     }
 
+    /// Reads image range `[from, to)` at `snap` ahead of a reader that
+    /// will want it (whole objects, by the I/O threads, skipping what is
+    /// held or being read); false if the budget had no room for all of it.
+    pub fn prefetch(&self, snap: SnapId, from: u64, to: u64) -> bool {
+        self.state.prefetch(snap, from, to)
+    }
+
+    /// The largest read-ahead window in effect (0: no prefetch).
+    pub fn prefetch_window(&self) -> u64 {
+        self.state.shared.max_window
+    }
+
     /// The mount's cache counters.
     pub fn stats(&self) -> CacheStats {
         self.state.shared.stats()

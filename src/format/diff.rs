@@ -158,7 +158,10 @@ impl Record {
 pub enum Piece {
     Bytes(Vec<u8>),
     /// `len` bytes of the image at `offset` (to-snapshot).
-    Image { offset: u64, len: u64 },
+    Image {
+        offset: u64,
+        len: u64,
+    },
 }
 
 /// A stream laid out from metadata: its prelude (banner, `f`, `t`, `s`),
@@ -309,6 +312,75 @@ impl StreamLayout {
     }
 }
 
+/// What `rbd import-diff` does with a v1 stream, on a byte image (for
+/// tests): resizes at `s`, writes `w`, zeroes `z`; returns the `f` and `t`
+/// names. Strict: anything after `e`, or a missing `e`, is an error.
+#[cfg(test)]
+pub(crate) fn apply_stream(
+    stream: &[u8],
+    image: &mut Vec<u8>,
+) -> Result<(Option<String>, Option<String>), String> {
+    let mut d = stream
+        .strip_prefix(BANNER)
+        .ok_or("no banner")?
+        .iter()
+        .copied();
+    let mut take = |n: usize| -> Result<Vec<u8>, String> {
+        let v: Vec<u8> = d.by_ref().take(n).collect();
+        if v.len() == n {
+            Ok(v)
+        } else {
+            Err("truncated".into())
+        }
+    };
+    let u64_of = |b: Vec<u8>| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    let (mut from, mut to) = (None, None);
+    let mut last_end = 0;
+    loop {
+        let tag = take(1)?[0];
+        match tag {
+            b'f' | b't' => {
+                let n = u32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4])) as usize;
+                let name = String::from_utf8(take(n)?).map_err(|e| e.to_string())?;
+                if tag == b'f' {
+                    from = Some(name)
+                } else {
+                    to = Some(name)
+                }
+            }
+            b's' => {
+                let size = u64_of(take(8)?);
+                image.resize(size as usize, 0);
+            }
+            b'w' | b'z' => {
+                let off = u64_of(take(8)?);
+                let len = u64_of(take(8)?);
+                if off < last_end {
+                    return Err(format!("record at {off} before {last_end}"));
+                }
+                last_end = off + len;
+                let end = (off + len) as usize;
+                if end > image.len() {
+                    return Err(format!("record {off}+{len} past the end"));
+                }
+                if tag == b'w' {
+                    let data = take(len as usize)?;
+                    image[off as usize..end].copy_from_slice(&data);
+                } else {
+                    image[off as usize..end].fill(0);
+                }
+            }
+            b'e' => {
+                return match take(1) {
+                    Ok(_) => Err("bytes after e".into()),
+                    Err(_) => Ok((from, to)),
+                };
+            }
+            t => return Err(format!("unknown tag {t}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,7 +452,10 @@ mod tests {
     #[test]
     fn existence_rules() {
         assert_eq!(
-            existence_diff(Some(&[true, true, false, false]), &[true, false, true, false]),
+            existence_diff(
+                Some(&[true, true, false, false]),
+                &[true, false, true, false]
+            ),
             vec![D, Z, D, U]
         );
         assert_eq!(existence_diff(None, &[true, false]), vec![D, U]);
@@ -432,7 +507,10 @@ mod tests {
         assert_eq!(s.data_bytes(), 2);
         // Without a from-snapshot: no `f`.
         let full = StreamLayout::new(None, "s", 0, Vec::new(), 1);
-        assert_eq!(render(&full, 0, 100), b"rbd diff v1\nt\x01\0\0\0ss\0\0\0\0\0\0\0\0e");
+        assert_eq!(
+            render(&full, 0, 100),
+            b"rbd diff v1\nt\x01\0\0\0ss\0\0\0\0\0\0\0\0e"
+        );
         assert_eq!(full.size(), 12 + 6 + 9 + 1);
     }
 

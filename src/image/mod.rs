@@ -4,6 +4,7 @@
 //! and object I/O goes through the [cache](crate::cache) to [`StoreImage`].
 
 pub mod admin;
+mod diff;
 pub mod features;
 mod header;
 mod info;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use parking_lot::RwLock;
 
+pub use self::diff::{DiffMethod, DiffPlan};
 pub use self::header::HeaderRef;
 pub use self::info::{ImageInfo, ParentInfo};
 pub use self::sparse::Seek;
@@ -42,6 +44,8 @@ pub struct Image {
     /// `allocated()` answers, with when they were computed.
     allocated_cache:
         parking_lot::Mutex<std::collections::HashMap<SnapId, (std::time::Instant, u64)>>,
+    /// Diff streams laid out so far (snapshots never change).
+    diff_plans: parking_lot::Mutex<std::collections::HashMap<diff::PlanKey, Arc<DiffPlan>>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -89,6 +93,7 @@ impl Image {
             cache,
             io_gate: RwLock::new(()),
             allocated_cache: Default::default(),
+            diff_plans: Default::default(),
         });
         if let Some(lock) = &image.store_image.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
@@ -276,6 +281,19 @@ impl Image {
     /// image's size there. Missing objects and the part past an object's
     /// end read as zeros.
     pub fn read(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<Vec<u8>> {
+        self.read_range(snap, offset, len, true)
+    }
+
+    /// [`read`](Self::read); `sequential` says whether the read counts for
+    /// the cache's sequential-reader detection (a diff stream's reads jump
+    /// over unchanged objects and are read ahead by the diff instead).
+    fn read_range(
+        &self,
+        snap: SnapId,
+        offset: u64,
+        len: u64,
+        sequential: bool,
+    ) -> ImageResult<Vec<u8>> {
         let info = self.current_info()?;
         let size = info.size_at(snap).ok_or_else(|| ImageError::NoSnapshot {
             image: self.name().to_string(),
@@ -299,7 +317,9 @@ impl Image {
             self.cache.read_into(snap, e.object_no, e.offset, out)?;
             Ok(())
         })?;
-        self.cache.note_read(snap, offset, len);
+        if sequential {
+            self.cache.note_read(snap, offset, len);
+        }
         Ok(buf)
     }
 
