@@ -562,11 +562,15 @@ pub enum NameKind {
 /// (the file system's `SNAP_DIR`; a test there keeps the two equal).
 pub const RESERVED_IMAGE_NAME: &str = ".snap";
 
+/// No image may be called this either: the mount shows the diff streams
+/// (incremental backups) under it (the file system's `DIFF_DIR`).
+pub const RESERVED_DIFF_NAME: &str = ".diff";
+
 /// The RBD-level rules for the names we create and open, the one check of
 /// the image layer: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/` (the
 /// pool/image separator of `rbd`) or NUL, not `.` or `..`; a snapshot name
 /// also without `@` (the image@snap separator), an image name not
-/// [`RESERVED_IMAGE_NAME`]. EINVAL otherwise.
+/// [`RESERVED_IMAGE_NAME`] or [`RESERVED_DIFF_NAME`]. EINVAL otherwise.
 pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -574,7 +578,7 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         && name != ".."
         && !name.contains(['/', '\0'])
         && match kind {
-            NameKind::Image => name != RESERVED_IMAGE_NAME,
+            NameKind::Image => name != RESERVED_IMAGE_NAME && name != RESERVED_DIFF_NAME,
             NameKind::Snapshot => !name.contains('@'),
         };
     match (ok, kind) {
@@ -583,7 +587,7 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         (false, NameKind::Image) => Err(ImageError::InvalidArgument {
             image: name.to_string(),
             reason: "invalid image name (empty, longer than 255 bytes, `/` or NUL in it, \
-                     or `.`, `..`, `.snap`)"
+                     or `.`, `..`, `.snap`, `.diff`)"
                 .into(),
         }),
     }
