@@ -251,8 +251,11 @@ fn since_stream_is_close_to_the_changed_data() {
     assert_eq!(size, cluster.image_size(&img));
 }
 
-/// Issue test 3: format 1, format 2 with an object map but no fast-diff,
-/// format 2 without an object map: larger streams, same images.
+/// Issue test 3: format 1, format 2 whose object map is flagged invalid,
+/// format 2 without an object map (so without fast-diff): larger
+/// streams, same images. (The rbd CLI of 16.2 enables and disables
+/// object-map and fast-diff together; a map without fast-diff is covered
+/// by the unit tests of the diff rules.)
 #[test]
 fn chain_reproduces_every_snapshot_without_fast_diff() {
     let cluster = Cluster::get();
@@ -260,22 +263,23 @@ fn chain_reproduces_every_snapshot_without_fast_diff() {
     let mut purge = SnapPurge::new(&cluster);
     let v1 = purge.add(scratch.name("dv1"));
     cluster.create_v1_image(&v1, 2 * MIB, 16);
-    let omap = purge.add(scratch.name("domap"));
+    // An object map flagged invalid (as `rbd feature enable object-map`
+    // leaves it until `rbd object-map rebuild`): not to be trusted.
+    let omap = purge.add(scratch.name("dinvalid"));
     create(
         &cluster,
         &omap,
         2 * MIB,
-        &["--image-feature", "layering,exclusive-lock,object-map"],
+        &["--image-feature", "layering,exclusive-lock"],
     );
-    // `rbd create` adds fast-diff to object-map by itself.
-    cluster.rbd(&["feature", "disable", &spec(&omap), "fast-diff"]);
+    cluster.rbd(&["feature", "enable", &spec(&omap), "object-map"]);
     let plain = purge.add(scratch.name("dplain"));
     create(&cluster, &plain, 2 * MIB, &["--image-feature", "layering"]);
     let mount = Mount::new(&cluster, &["-v"]);
     let mut rng = Rng::new();
     for (img, want) in [
         (&v1, "object-existence"),
-        (&omap, "object-map"),
+        (&omap, "object-existence"),
         (&plain, "object-existence"),
     ] {
         scribble(&mount, img, &mut rng, 8, 0);
