@@ -405,7 +405,7 @@ mod tests {
     fn from_the_beginning_every_existing_object_is_data() {
         let to = map(&[N, E, P, C]);
         assert_eq!(
-            object_map_diff(None, &[to.clone()], 4, true),
+            object_map_diff(None, std::slice::from_ref(&to), 4, true),
             vec![U, D, D, D]
         );
         assert_eq!(object_map_diff(None, &[to], 4, false), vec![U, D, D, D]);
@@ -418,7 +418,7 @@ mod tests {
         let from = map(&[E, E, E, N, N, E]);
         let to = map(&[C, E, N, E, N, P, C]);
         assert_eq!(
-            object_map_diff(Some(&from), &[to.clone()], 7, true),
+            object_map_diff(Some(&from), std::slice::from_ref(&to), 7, true),
             vec![U, D, Z, D, U, D, D]
         );
         // Without fast-diff every existing object is data.

@@ -7,6 +7,9 @@ use super::{Errno, RbdFs};
 use crate::image::{DiffPlan, Image};
 use crate::store::{NOSNAP, SnapId};
 
+/// A `.diff` file's image and stream.
+pub(super) type DiffHandle = (Arc<Image>, Arc<DiffPlan>);
+
 /// An open file: the image and the snap id it reads at (NOSNAP: the head).
 pub(super) struct Handle {
     image: Arc<Image>,
@@ -28,10 +31,7 @@ impl RbdFs {
     }
 
     /// The diff stream behind `fh`, if it is a `.diff` file.
-    pub(super) fn diff_handle(
-        &self,
-        fh: u64,
-    ) -> Result<Option<(Arc<Image>, Arc<DiffPlan>)>, Errno> {
+    pub(super) fn diff_handle(&self, fh: u64) -> Result<Option<DiffHandle>, Errno> {
         let handles = self.handles.lock();
         let h = handles.get(&fh).ok_or(Errno::EBADF)?;
         Ok(h.diff.as_ref().map(|d| (h.image.clone(), d.clone())))

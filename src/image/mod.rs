@@ -531,7 +531,15 @@ impl Image {
             ("snapshot_remove", v2::snapshot_remove_input(snap.id))
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.remove_snapshot_object_map(snap.id, features::has_fast_diff(info.features))?;
+            // librbd folds the removed map into the next newer snapshot's.
+            let next = info
+                .snapshots
+                .iter()
+                .chain(&info.hidden_snapshots)
+                .map(|s| s.id)
+                .filter(|&id| id > snap.id)
+                .min();
+            lock.remove_snapshot_object_map(snap.id, next, features::has_fast_diff(info.features))?;
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)

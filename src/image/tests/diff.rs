@@ -164,3 +164,30 @@ fn clone_full_includes_the_parent() {
     assert_eq!(target, want2);
     child.close().unwrap();
 }
+
+/// Removing a snapshot folds its map into the next newer snapshot's (as
+/// librbd does), so a diff across the removed one still sees what changed
+/// before it.
+#[test]
+fn removed_middle_snapshot_keeps_changes_visible() {
+    let store = MemoryStore::new();
+    let cache = cache();
+    let opts = &variants()[2].1;
+    let size = 32 << 10;
+    let img = create_open(&store, &cache, "mid", size, opts);
+    img.write(0, &pattern(1, size as usize)).unwrap();
+    img.snap_create("s1").unwrap();
+    let s1 = img.read(NOSNAP, 0, size).unwrap();
+    img.write(5000, &pattern(2, 100)).unwrap();
+    img.flush().unwrap();
+    img.snap_create("s2").unwrap();
+    img.snap_create("s3").unwrap();
+    let s3 = img.read(NOSNAP, 0, size).unwrap();
+    img.snap_remove("s2").unwrap();
+    let (d, method) = stream(&img, Some("s1"), "s3");
+    assert_eq!(method, DiffMethod::FastDiff);
+    let mut target = s1;
+    apply_stream(&d, &mut target).unwrap();
+    assert_eq!(target, s3);
+    img.close().unwrap();
+}
