@@ -530,6 +530,13 @@ impl ImageCache {
         self.state.prefetch(snap, from, to)
     }
 
+    /// A reader is done with object `object_no` at `snap`: it goes first
+    /// when room is needed (before what was read ahead for that reader).
+    pub fn done_with(&self, snap: SnapId, object_no: u64) {
+        let key = self.state.key(snap, object_no);
+        self.state.shared.budget.lock().demote(&key);
+    }
+
     /// The largest read-ahead window in effect (0: no prefetch).
     pub fn prefetch_window(&self) -> u64 {
         self.state.shared.max_window

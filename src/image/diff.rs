@@ -198,6 +198,7 @@ impl Image {
         let end = offset.saturating_add(len).min(plan.size());
         self.prefetch_diff(plan, end);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let layout = self.info().layout;
         for piece in plan.stream.pieces(offset, len) {
             match piece {
                 Piece::Bytes(b) => out.extend_from_slice(&b),
@@ -207,6 +208,13 @@ impl Image {
                         return Err(no_snapshot(self.name(), &plan.to.name));
                     }
                     out.extend_from_slice(&data);
+                    // Objects read to their end are done: evict them before
+                    // what was read ahead.
+                    for e in layout.map(offset, len) {
+                        if e.offset + e.len >= layout.object_size {
+                            self.cache.done_with(plan.to.id, e.object_no);
+                        }
+                    }
                 }
             }
         }
@@ -223,12 +231,15 @@ impl Image {
             return;
         }
         let done = plan.prefetched.load(Ordering::Relaxed);
-        // Keep at least half a window scheduled ahead of the reader.
-        if done > end.saturating_add(window / 2) {
+        let to = end.saturating_add(window);
+        // Keep at least half a window scheduled ahead of the reader. A
+        // mark further ahead than a window is another (earlier) reader's:
+        // this one starts its own from where it is.
+        let behind = done > to;
+        if !behind && done > end.saturating_add(window / 2) {
             return;
         }
-        let from = done.max(end);
-        let to = end.saturating_add(window);
+        let from = if behind { end } else { done.max(end) };
         let mut reached = to;
         for (offset, len) in plan.stream.data_ranges(from, to - from) {
             if !self.cache.prefetch(plan.to.id, offset, offset + len) {
@@ -237,7 +248,11 @@ impl Image {
                 break;
             }
         }
-        plan.prefetched.fetch_max(reached, Ordering::Relaxed);
+        if behind {
+            plan.prefetched.store(reached, Ordering::Relaxed);
+        } else {
+            plan.prefetched.fetch_max(reached, Ordering::Relaxed);
+        }
     }
 }
 
