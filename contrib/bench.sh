@@ -16,6 +16,10 @@
 # fails the run), and `cp` of the (unchanged) head through rbd-fuse, which
 # shows no snapshots; an untimed `rbd export` to /dev/null warms the OSD
 # for all of them first.
+# Then an incremental backup: random 4 MiB writes over 1/8 of the image
+# (`rbd bench`), snapshot bench2, and `cp MNT/.diff/IMG/bench2/since-bench`
+# against `rbd export-diff --from-snap bench IMG@bench2` (both timed on
+# the same stream size, rbdfs's; an untimed export-diff warms the OSD).
 #
 #   contrib/bench.sh [--size 2G] [--runtime 30] [--cache-mib 64] [--format 1|2]
 #                    [--cluster-dir DIR] [--keep-cluster] [--keep-logs] [--rbdfs PATH] [--out FILE]
@@ -414,6 +418,7 @@ copy_rbdfs=$BW
 rbdfs_rss=$(peak_rss_mib "$rbdfs_pid")
 timed_copy copy-export rbd -c "$conf" export --no-progress "$pool/$img_fuse@$snap" "$work/copy-export"
 copy_export=$BW
+
 unmount "$mnt_rbdfs" "$rbdfs_pid"
 rbdfs_pid=
 copy_ok=yes
@@ -436,6 +441,40 @@ rbdfuse_pid=
 cmp -s "$work/copy-export" "$work/copy-rbd-fuse" ||
     echo "$prog: warning: rbd-fuse's copy of the head differs from rbd export of $img_fuse@$snap" >&2
 rm -f "$work"/copy-*
+
+# --- incremental backup: the since- stream of a second snapshot (after
+# the copies above, which need the head unchanged since the first).
+"$rbdfs_bin" mount -f -c "$conf" -o "cache_size=$cache_mib" "$pool" "$mnt_rbdfs" >>"$work/rbdfs.log" 2>&1 &
+rbdfs_pid=$!
+wait_mount "$mnt_rbdfs" "$rbdfs_pid" rbdfs
+say "incremental: writes over 1/8 of $img_fuse, snapshot bench2, cp of .diff/$img_fuse/bench2/since-$snap, then rbd export-diff"
+step diff-writes $((runtime * 10 + 600)) rbd -c "$conf" bench --io-type write --io-pattern rand \
+    --io-size 4M --io-threads 16 --io-total "$((size / 8))" "$pool/$img_fuse"
+step snap-create-2 120 rbd -c "$conf" snap create --no-progress "$pool/$img_fuse@bench2"
+step diff-warm-up $((runtime * 10 + 600)) sh -c "rbd -c '$conf' export-diff --no-progress --from-snap '$snap' '$pool/$img_fuse@bench2' - >/dev/null"
+difffile=$mnt_rbdfs/.diff/$img_fuse/bench2/since-$snap
+for ((i = 0; i < 100; i++)); do [[ -e $difffile ]] && break; sleep 0.1; done
+[[ -e $difffile ]] || die "$difffile did not appear"
+diff_bytes=$(stat -c %s "$difffile")
+timed_copy_bytes() {  # STEP BYTES COMMAND... -> BW: MiB/s of BYTES
+    local name=$1 bytes=$2 t0 t1
+    shift 2
+    t0=$(now)
+    step "$name" $((runtime * 10 + 600)) "$@"
+    t1=$(now)
+    sync
+    BW=$(python3 -c 'import sys; print(int(sys.argv[1]) / 2**20 / (float(sys.argv[3]) - float(sys.argv[2])))' "$bytes" "$t0" "$t1")
+}
+timed_copy_bytes diff-rbdfs "$diff_bytes" cp "$difffile" "$work/diff-rbdfs"
+diff_rbdfs=$BW
+[[ $(stat -c %s "$work/diff-rbdfs") = "$diff_bytes" ]] || die "cp of $difffile: not $diff_bytes bytes"
+timed_copy_bytes diff-export "$diff_bytes" rbd -c "$conf" export-diff --no-progress --from-snap "$snap" \
+    "$pool/$img_fuse@bench2" "$work/diff-export"
+diff_export=$BW
+say "since-$snap: $diff_bytes bytes (rbd export-diff: $(stat -c %s "$work/diff-export") bytes)"
+rm -f "$work/diff-rbdfs" "$work/diff-export"
+unmount "$mnt_rbdfs" "$rbdfs_pid"
+rbdfs_pid=
 load_end=$(load)
 
 # ------------------------------------------------------------------ table
@@ -444,7 +483,8 @@ table=$(python3 - "$cache_mib" "$rbdfs_rss" "$rbdfuse_rss" "$copy_ok" \
     "$rados_w4m_bw" "$librbd_w4m_bw" "$rbdfuse_w1m_bw" "$rbdfs_w1m_bw" \
     "$rados_r4k_iops" "$librbd_r4k_iops" "$rbdfuse_r4k_iops" "$rbdfs_r4k_iops" \
     "$rados_w4k_iops" "$librbd_w4k_iops" "$rbdfuse_w4k_iops" "$rbdfs_w4k_iops" \
-    "$rados_r4m_bw" "$copy_export" "$copy_rbdfuse" "$copy_rbdfs" <<'PY'
+    "$rados_r4m_bw" "$copy_export" "$copy_rbdfuse" "$copy_rbdfs" \
+    nan "$diff_export" nan "$diff_rbdfs" <<'PY'
 import math, sys
 a = sys.argv[1:]
 cache, rss, rss_peer, copy_ok = int(a[0]), float(a[1]), float(a[2]), a[3]
@@ -456,6 +496,7 @@ jobs = [
     ("rand read 4 KiB QD16", "IOPS", (None, None, 2)),
     ("rand write 4 KiB QD16", "IOPS", (None, None, 2)),
     ("snapshot copy (cp, rbd export)", "MiB/s", (None, 1, None)),
+    ("incremental copy (cp since-, rbd export-diff)", "MiB/s", (None, 1, None)),
 ]
 def f(x):
     return "-" if x is None or math.isnan(x) else (f"{x:.0f}" if x >= 100 else f"{x:.1f}")
@@ -464,7 +505,7 @@ print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for n, (job, unit, tgt) in enumerate(jobs):
     ra, lb, rf, me = v[4 * n:4 * n + 4]
     # Judged on the ratios as shown (2 decimals).
-    ratios = [round(me / x, 2) if x else None for x in (ra, lb, rf)]
+    ratios = [round(me / x, 2) if x and not math.isnan(x) else None for x in (ra, lb, rf)]
     want, met = [], True
     for name, t, x in zip(("rados", "librbd", "rbd-fuse"), tgt, ratios):
         if t is not None:
@@ -493,7 +534,9 @@ report=$(
     echo "or 4 KiB random, on a format-2 image; for the copy row, \`rbd export\` of the snapshot."
     echo "rbd-fuse and rbdfs: the same fio jobs (--direct=1 --ioengine=libaio, writes end with an"
     echo "fsync); their copy row is \`cp --sparse=always\` of the snapshot (rbdfs) or of the unchanged"
-    echo "head (rbd-fuse shows no snapshots)."
+    echo "head (rbd-fuse shows no snapshots). Incremental row: \`cp\` of \`.diff/IMG/bench2/since-bench\`"
+    echo "(rbdfs) against \`rbd export-diff --from-snap bench IMG@bench2\` (librbd) after random 4 MiB"
+    echo "writes over 1/8 of the image; both rates are of rbdfs's stream size."
 )
 echo "$report"
 [[ -z $out_file ]] || echo "$report" >"$out_file"

@@ -523,6 +523,25 @@ impl ImageCache {
         self.state.note_read(snap, offset, len)
     }
 
+    /// Reads image range `[from, to)` at `snap` ahead of a reader that
+    /// will want it (whole objects, by the I/O threads, skipping what is
+    /// held or being read); false if the budget had no room for all of it.
+    pub fn prefetch(&self, snap: SnapId, from: u64, to: u64) -> bool {
+        self.state.prefetch(snap, from, to)
+    }
+
+    /// A reader is done with object `object_no` at `snap`: it goes first
+    /// when room is needed (before what was read ahead for that reader).
+    pub fn done_with(&self, snap: SnapId, object_no: u64) {
+        let key = self.state.key(snap, object_no);
+        self.state.shared.budget.lock().demote(&key);
+    }
+
+    /// The largest read-ahead window in effect (0: no prefetch).
+    pub fn prefetch_window(&self) -> u64 {
+        self.state.shared.max_window
+    }
+
     /// The mount's cache counters.
     pub fn stats(&self) -> CacheStats {
         self.state.shared.stats()

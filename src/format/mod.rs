@@ -2,6 +2,7 @@
 //! no input, however hostile, makes these functions panic.
 
 pub mod decode;
+pub mod diff;
 pub mod snap;
 pub mod tmap;
 pub mod v1;

@@ -2,7 +2,9 @@
 
 use super::inodes::Node;
 use super::{Attr, Errno, FileKind, RbdFs};
-use crate::image::Image;
+use std::sync::Arc;
+
+use crate::image::{DiffPlan, Image};
 use crate::store::{NOSNAP, SnapId};
 
 impl RbdFs {
@@ -29,6 +31,24 @@ impl RbdFs {
     pub(super) fn node_attr(&self, ino: u64, node: &Node) -> Result<Attr, Errno> {
         match node {
             Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
+            Node::DiffRoot => Ok(self.attr(ino, FileKind::Directory, 0o555, 0)),
+            Node::DiffImage(name) => {
+                self.image(name)?;
+                Ok(self.attr(ino, FileKind::Directory, 0o555, 0))
+            }
+            Node::DiffSnap(name, snap) => {
+                let image = self.image(name)?;
+                let info = image.current_info().map_err(|e| Errno::image(name, &e))?;
+                info.snapshot(snap).ok_or(Errno::ENOENT)?;
+                Ok(self.attr(ino, FileKind::Directory, 0o555, 0))
+            }
+            Node::DiffFile { .. } => {
+                let (image, plan) = self.diff_plan(node)?;
+                let mut attr = self.attr(ino, FileKind::File, 0o444, plan.size());
+                // cp and friends size their buffers by st_blksize.
+                attr.blksize = image.info().layout.object_size.clamp(1 << 20, 1 << 22) as u32;
+                Ok(attr)
+            }
             Node::SnapDir(name) => {
                 self.image(name)?;
                 Ok(self.dir_attr(ino))
@@ -54,6 +74,27 @@ impl RbdFs {
                 Ok(attr)
             }
         }
+    }
+
+    /// The image and diff stream of a `.diff` file node (laid out once per
+    /// pair of snapshots, from metadata).
+    pub(super) fn diff_plan(&self, node: &Node) -> Result<(Arc<Image>, Arc<DiffPlan>), Errno> {
+        let Node::DiffFile { image, snap, from } = node else {
+            return Err(Errno::EINVAL);
+        };
+        let img = self.image(image)?;
+        let plan = img.diff(from.as_deref(), snap).map_err(|e| {
+            let what = match from {
+                Some(f) => format!("diff {image}@{f}..{snap}"),
+                None => format!("diff {image}@{snap}"),
+            };
+            match Errno::image(&what, &e) {
+                // Not an older snapshot of the same image: no such file.
+                e if e == Errno::EINVAL => e.with_code(libc::ENOENT),
+                e => e,
+            }
+        })?;
+        Ok((img, plan))
     }
 
     /// `st_blocks`: what the objects hold, so `cp --sparse` and `du` see

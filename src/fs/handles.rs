@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Errno, RbdFs};
-use crate::image::Image;
+use crate::image::{DiffPlan, Image};
 use crate::store::{NOSNAP, SnapId};
+
+/// A `.diff` file's image and stream.
+pub(super) type DiffHandle = (Arc<Image>, Arc<DiffPlan>);
 
 /// An open file: the image and the snap id it reads at (NOSNAP: the head).
 pub(super) struct Handle {
@@ -14,6 +17,8 @@ pub(super) struct Handle {
     /// Opened by creating the image: it grows by writing even on a
     /// `fixed_size` mount, so `cp`/`dd` into a new name work there.
     created: bool,
+    /// A `.diff` file: the stream it reads (its snap is the to-snapshot).
+    diff: Option<Arc<DiffPlan>>,
 }
 
 impl RbdFs {
@@ -23,6 +28,28 @@ impl RbdFs {
             .get(&fh)
             .map(|h| (h.image.clone(), h.snap))
             .ok_or(Errno::EBADF)
+    }
+
+    /// The diff stream behind `fh`, if it is a `.diff` file.
+    pub(super) fn diff_handle(&self, fh: u64) -> Result<Option<DiffHandle>, Errno> {
+        let handles = self.handles.lock();
+        let h = handles.get(&fh).ok_or(Errno::EBADF)?;
+        Ok(h.diff.as_ref().map(|d| (h.image.clone(), d.clone())))
+    }
+
+    pub(super) fn add_diff_handle(&self, image: Arc<Image>, plan: Arc<DiffPlan>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let snap = plan.to.id;
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                image,
+                snap,
+                created: false,
+                diff: Some(plan),
+            },
+        );
+        fh
     }
 
     /// Whether writes and fallocate through `fh` may grow the image: on
@@ -64,6 +91,7 @@ impl RbdFs {
                 image,
                 snap,
                 created,
+                diff: None,
             },
         );
         fh

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 pub(super) const ROOT: u64 = 1;
 pub(super) const SNAP_ROOT: u64 = 2;
+pub(super) const DIFF_ROOT: u64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Node {
@@ -12,6 +13,18 @@ pub(super) enum Node {
     Image(String),
     SnapDir(String),
     Snap(String, String),
+    /// `.diff`: a directory per image.
+    DiffRoot,
+    /// `.diff/IMAGE`: a directory per snapshot.
+    DiffImage(String),
+    /// `.diff/IMAGE/SNAP`: `full` and `since-FROM`.
+    DiffSnap(String, String),
+    /// `.diff/IMAGE/SNAP/full` (from None) or `since-FROM`.
+    DiffFile {
+        image: String,
+        snap: String,
+        from: Option<String>,
+    },
 }
 
 /// Inode numbers for names, stable for the life of the mount.
@@ -26,12 +39,14 @@ impl Inodes {
         let mut t = Inodes {
             by_node: HashMap::new(),
             by_ino: HashMap::new(),
-            next: 3,
+            next: 4,
         };
         t.by_node.insert(Node::Root, ROOT);
         t.by_ino.insert(ROOT, Node::Root);
         t.by_node.insert(Node::SnapRoot, SNAP_ROOT);
         t.by_ino.insert(SNAP_ROOT, Node::SnapRoot);
+        t.by_node.insert(Node::DiffRoot, DIFF_ROOT);
+        t.by_ino.insert(DIFF_ROOT, Node::DiffRoot);
         t
     }
 
@@ -47,6 +62,13 @@ impl Inodes {
                     Node::Image(i) if i == old => Node::Image(new.to_string()),
                     Node::SnapDir(i) if i == old => Node::SnapDir(new.to_string()),
                     Node::Snap(i, s) if i == old => Node::Snap(new.to_string(), s.clone()),
+                    Node::DiffImage(i) if i == old => Node::DiffImage(new.to_string()),
+                    Node::DiffSnap(i, s) if i == old => Node::DiffSnap(new.to_string(), s.clone()),
+                    Node::DiffFile { image, snap, from } if image == old => Node::DiffFile {
+                        image: new.to_string(),
+                        snap: snap.clone(),
+                        from: from.clone(),
+                    },
                     _ => return None,
                 };
                 Some((n.clone(), renamed))

@@ -3,8 +3,9 @@
 //! [`Pool`] and [`Image`].
 //!
 //! Tree: `/IMAGE` (the head of each image), `/.snap/IMAGE/SNAP` (read-only
-//! snapshot files). `touch /.snap/IMAGE/NAME` creates snapshot NAME and
-//! `rm` removes it.
+//! snapshot files), `/.diff/IMAGE/SNAP/{full,since-FROM}` (read-only `rbd
+//! export-diff` streams, laid out by the image layer). `touch
+//! /.snap/IMAGE/NAME` creates snapshot NAME and `rm` removes it.
 //!
 //! [`RbdFs`] is the file system without FUSE: every operation is a method
 //! taking plain arguments (inode numbers, names, offsets, flags) and
@@ -36,7 +37,9 @@ pub use self::errno::Errno;
 pub use self::fuse::FuseFs;
 use self::handles::Handle;
 use self::inodes::Inodes;
-pub use self::names::{NAME_MAX, SNAP_DIR, file_name, is_file_name};
+pub use self::names::{
+    DIFF_DIR, DIFF_FULL, DIFF_SINCE, NAME_MAX, SNAP_DIR, file_name, is_file_name,
+};
 pub use self::ops::{Attr, DirEntry, FileKind, Opened, StatFs, Xattr};
 use self::usage::UsageState;
 use crate::image::Image;

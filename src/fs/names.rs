@@ -9,6 +9,16 @@ use std::ffi::OsStr;
 /// can be shown under it.
 pub const SNAP_DIR: &str = ".snap";
 
+/// Name of the directory that holds the diff streams (incremental
+/// backups); reserved in the root as [`SNAP_DIR`] is.
+pub const DIFF_DIR: &str = ".diff";
+
+/// In `.diff/IMAGE/SNAP`: the stream from the beginning.
+pub const DIFF_FULL: &str = "full";
+
+/// In `.diff/IMAGE/SNAP`: `since-FROM` is the stream since snapshot FROM.
+pub const DIFF_SINCE: &str = "since-";
+
 /// Longest file name (NAME_MAX), as statfs reports it.
 pub const NAME_MAX: usize = 255;
 
@@ -51,7 +61,9 @@ mod tests {
     fn the_image_layer_reserves_the_snap_dir() {
         use crate::image::{NameKind, check_name};
         assert_eq!(crate::image::RESERVED_IMAGE_NAME, SNAP_DIR);
+        assert_eq!(crate::image::RESERVED_DIFF_NAME, DIFF_DIR);
         assert!(check_name(NameKind::Image, SNAP_DIR).is_err());
+        assert!(check_name(NameKind::Image, DIFF_DIR).is_err());
         // A snapshot may be called `.snap`; `@` separates image and snap.
         check_name(NameKind::Snapshot, SNAP_DIR).unwrap();
         check_name(NameKind::Image, "x@y").unwrap();

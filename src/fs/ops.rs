@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use log::debug;
 
-use super::inodes::{Node, ROOT, SNAP_ROOT};
-use super::{Errno, NAME_MAX, RbdFs, SNAP_DIR, file_name};
+use super::inodes::{DIFF_ROOT, Node, ROOT, SNAP_ROOT};
+use super::{DIFF_DIR, Errno, NAME_MAX, RbdFs, SNAP_DIR, file_name};
 use crate::image::Seek;
 use crate::store::NOSNAP;
 
@@ -121,7 +121,7 @@ impl RbdFs {
             return Ok(attr);
         }
         match node {
-            Node::Snap(..) => Err(Errno::EROFS),
+            Node::Snap(..) | Node::DiffFile { .. } => Err(Errno::EROFS),
             _ if self.opts.read_only => Err(Errno::EROFS),
             Node::Image(name) if mode.is_none() && uid.is_none() && gid.is_none() => {
                 let image = self.image(&name)?;
@@ -176,11 +176,31 @@ impl RbdFs {
                     direct_io: false,
                 })
             }
+            node @ Node::DiffFile { .. } => {
+                if wants_write || flags & libc::O_TRUNC != 0 {
+                    return Err(Errno::EROFS);
+                }
+                let (image, plan) = self.diff_plan(&node)?;
+                // Its snapshots never change: the page cache may keep it.
+                Ok(Opened {
+                    fh: self.add_diff_handle(image, plan),
+                    direct_io: false,
+                })
+            }
             _ => Err(Errno::EISDIR),
         }
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        if let Some((image, plan)) = self.diff_handle(fh)? {
+            // A snapshot or the image removed while open: EIO, never
+            // other bytes.
+            return image.read_diff(&plan, offset, size as u64).map_err(|e| {
+                Errno::image(&format!("read diff of {}", image.name()), &e)
+                    .with_code(libc::EIO)
+                    .unexpected()
+            });
+        }
         self.handle(fh).and_then(|(image, snap)| {
             image
                 .read(snap, offset, size as u64)
@@ -221,7 +241,12 @@ impl RbdFs {
     /// Directories need no handle: returns 0.
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         match self.node(ino)? {
-            Node::Root | Node::SnapRoot | Node::SnapDir(_) => Ok(0),
+            Node::Root
+            | Node::SnapRoot
+            | Node::SnapDir(_)
+            | Node::DiffRoot
+            | Node::DiffImage(_)
+            | Node::DiffSnap(..) => Ok(0),
             _ => Err(Errno::ENOTDIR),
         }
     }
@@ -232,6 +257,8 @@ impl RbdFs {
         let entries = self.node(ino).and_then(|node| self.list(&node))?;
         let parent = match self.node(ino) {
             Ok(Node::SnapDir(_)) => SNAP_ROOT,
+            Ok(Node::DiffImage(_)) => DIFF_ROOT,
+            Ok(Node::DiffSnap(image, _)) => self.inodes.lock().ino(Node::DiffImage(image)),
             _ => ROOT,
         };
         let dots = [
@@ -261,6 +288,7 @@ impl RbdFs {
         let image_name = match self.node(parent)? {
             Node::SnapDir(image_name) => image_name,
             Node::Root => return self.create_image(name),
+            Node::DiffRoot | Node::DiffImage(_) | Node::DiffSnap(..) => return Err(Errno::EROFS),
             _ => return Err(Errno::EPERM),
         };
         let snap = name.to_str().ok_or(Errno::EINVAL)?;
@@ -285,6 +313,7 @@ impl RbdFs {
     /// snapshots are made.
     pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr, Errno> {
         match self.node(parent) {
+            Ok(Node::DiffRoot | Node::DiffImage(_) | Node::DiffSnap(..)) => Err(Errno::EROFS),
             Ok(Node::SnapDir(image)) => Err(Errno::EPERM
                 .with_detail(format!(
                     "mkdir {image}/{name:?}: snapshots are files; create one with `touch`"
@@ -302,6 +331,7 @@ impl RbdFs {
         let image_name = match self.node(parent)? {
             Node::SnapDir(image_name) => image_name,
             Node::Root => return self.remove_image(name),
+            Node::DiffRoot | Node::DiffImage(_) | Node::DiffSnap(..) => return Err(Errno::EROFS),
             _ => return Err(Errno::EPERM),
         };
         let snap = file_name(name).ok_or(Errno::ENOENT)?;
@@ -329,7 +359,7 @@ impl RbdFs {
         }
         let old = file_name(name).ok_or(Errno::ENOENT)?;
         let new = file_name(newname).ok_or(Errno::EINVAL)?;
-        if old == SNAP_DIR || new == SNAP_DIR {
+        if [SNAP_DIR, DIFF_DIR].contains(&old) || [SNAP_DIR, DIFF_DIR].contains(&new) {
             return Err(Errno::EPERM);
         }
         if self.is_open(old) {
@@ -367,6 +397,17 @@ impl RbdFs {
             libc::SEEK_HOLE => Seek::Hole,
             _ => return Err(Errno::EINVAL),
         };
+        if let Some((_, plan)) = self.diff_handle(fh)? {
+            // A stream has no holes.
+            let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
+            if offset >= plan.size() {
+                return Err(Errno::ENXIO);
+            }
+            return Ok(match what {
+                Seek::Data => offset,
+                Seek::Hole => plan.size(),
+            });
+        }
         self.handle(fh).and_then(|(image, snap)| {
             let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
             image

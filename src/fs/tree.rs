@@ -5,8 +5,11 @@ use std::ffi::OsStr;
 
 use log::warn;
 
-use super::inodes::{Node, SNAP_ROOT};
-use super::{Attr, Errno, FileKind, Opened, RbdFs, SNAP_DIR, file_name, is_file_name};
+use super::inodes::{DIFF_ROOT, Node, SNAP_ROOT};
+use super::{
+    Attr, DIFF_DIR, DIFF_FULL, DIFF_SINCE, Errno, FileKind, Opened, RbdFs, SNAP_DIR, file_name,
+    is_file_name,
+};
 use crate::pool::DIRECTORY;
 use crate::store::NOSNAP;
 
@@ -23,9 +26,24 @@ impl RbdFs {
     pub(super) fn lookup_node(&self, parent: &Node, name: &str) -> Result<Node, Errno> {
         match parent {
             Node::Root if name == SNAP_DIR => Ok(Node::SnapRoot),
+            Node::Root if name == DIFF_DIR => Ok(Node::DiffRoot),
             Node::Root => Ok(Node::Image(name.to_string())),
             Node::SnapRoot => Ok(Node::SnapDir(name.to_string())),
             Node::SnapDir(image) => Ok(Node::Snap(image.clone(), name.to_string())),
+            Node::DiffRoot => Ok(Node::DiffImage(name.to_string())),
+            Node::DiffImage(image) => Ok(Node::DiffSnap(image.clone(), name.to_string())),
+            Node::DiffSnap(image, snap) => {
+                let from = if name == DIFF_FULL {
+                    None
+                } else {
+                    Some(name.strip_prefix(DIFF_SINCE).ok_or(Errno::ENOENT)?)
+                };
+                Ok(Node::DiffFile {
+                    image: image.clone(),
+                    snap: snap.clone(),
+                    from: from.map(str::to_string),
+                })
+            }
             _ => Err(Errno::ENOTDIR),
         }
     }
@@ -39,7 +57,7 @@ impl RbdFs {
     /// `rbd create` makes it (format and features from the mount options).
     pub(super) fn create_image(&self, name: &OsStr) -> Result<(Attr, Opened), Errno> {
         let name = file_name(name).ok_or(Errno::EINVAL)?;
-        if name == SNAP_DIR {
+        if name == SNAP_DIR || name == DIFF_DIR {
             return Err(Errno::EEXIST);
         }
         let image = self
@@ -64,7 +82,7 @@ impl RbdFs {
     /// another client uses it (EBUSY).
     pub(super) fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
         let name = file_name(name).ok_or(Errno::ENOENT)?;
-        if name == SNAP_DIR {
+        if name == SNAP_DIR || name == DIFF_DIR {
             return Err(Errno::EPERM);
         }
         if self.is_open(name) {
@@ -83,9 +101,10 @@ impl RbdFs {
             out.push((ino, kind, name));
         };
         match node {
-            Node::Root | Node::SnapRoot => {
+            Node::Root | Node::SnapRoot | Node::DiffRoot => {
                 if *node == Node::Root {
                     out.push((SNAP_ROOT, FileKind::Directory, SNAP_DIR.to_string()));
+                    out.push((DIFF_ROOT, FileKind::Directory, DIFF_DIR.to_string()));
                 }
                 let names = self.pool.list().map_err(|e| {
                     Errno::EIO
@@ -97,12 +116,19 @@ impl RbdFs {
                         warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
                         continue;
                     }
-                    if name == SNAP_DIR {
-                        warn!("image {SNAP_DIR:?} is hidden: the name is reserved for snapshots");
+                    if name == SNAP_DIR || name == DIFF_DIR {
+                        warn!("image {name:?} is hidden: the name is reserved for the tree");
                         continue;
                     }
                     if *node == Node::Root {
                         add(Node::Image(name.clone()), FileKind::File, name, &mut out);
+                    } else if *node == Node::DiffRoot {
+                        add(
+                            Node::DiffImage(name.clone()),
+                            FileKind::Directory,
+                            name,
+                            &mut out,
+                        );
                     } else {
                         add(
                             Node::SnapDir(name.clone()),
@@ -126,6 +152,46 @@ impl RbdFs {
                             s.name.clone(),
                             &mut out,
                         );
+                    }
+                }
+            }
+            Node::DiffImage(image) => {
+                let info = self
+                    .image(image)?
+                    .current_info()
+                    .map_err(|e| Errno::image(image, &e))?;
+                for s in &info.snapshots {
+                    if is_file_name(&s.name) {
+                        add(
+                            Node::DiffSnap(image.clone(), s.name.clone()),
+                            FileKind::Directory,
+                            s.name.clone(),
+                            &mut out,
+                        );
+                    }
+                }
+            }
+            Node::DiffSnap(image, snap) => {
+                let info = self
+                    .image(image)?
+                    .current_info()
+                    .map_err(|e| Errno::image(image, &e))?;
+                let to = info.snapshot(snap).ok_or(Errno::ENOENT)?;
+                let file = |from: Option<&str>| Node::DiffFile {
+                    image: image.clone(),
+                    snap: snap.clone(),
+                    from: from.map(str::to_string),
+                };
+                add(file(None), FileKind::File, DIFF_FULL.to_string(), &mut out);
+                // Oldest first, as `rbd snap ls` lists them.
+                let mut older: Vec<_> = info.snapshots.iter().filter(|s| s.id < to.id).collect();
+                older.sort_by_key(|s| s.id);
+                for s in older {
+                    let name = format!("{DIFF_SINCE}{}", s.name);
+                    if is_file_name(&name) {
+                        add(file(Some(&s.name)), FileKind::File, name, &mut out);
+                    } else {
+                        warn!("{image}@{snap}: {name:?} cannot be a file name; skipped");
                     }
                 }
             }

@@ -34,6 +34,28 @@ impl RbdFs {
             Node::Image(name) => (name, None),
             Node::Snap(name, snap) => (name, Some(snap)),
             Node::Root => return Ok(vec![("user.rbdfs.cache", self.cache_report())]),
+            Node::DiffFile { .. } => {
+                // How the stream was computed, and what it holds.
+                let (_, plan) = self.diff_plan(node)?;
+                let mut out = vec![
+                    ("user.rbd.diff_method", plan.method.name().to_string()),
+                    ("user.rbd.diff_to", plan.to.name.clone()),
+                    ("user.rbd.diff_to_snap_id", plan.to.id.to_string()),
+                    (
+                        "user.rbd.diff_records",
+                        plan.stream.records().len().to_string(),
+                    ),
+                    (
+                        "user.rbd.diff_data_bytes",
+                        plan.stream.data_bytes().to_string(),
+                    ),
+                ];
+                if let Some(from) = &plan.from {
+                    out.push(("user.rbd.diff_from", from.name.clone()));
+                    out.push(("user.rbd.diff_from_snap_id", from.id.to_string()));
+                }
+                return Ok(out);
+            }
             _ => return Ok(Vec::new()),
         };
         let info = self.image(name)?.info();

@@ -434,8 +434,13 @@ impl ExclusiveLock {
 
     /// Before snapshot `snap_id` goes: see
     /// [`HeadObjectMap::remove_snapshot`].
-    pub fn remove_snapshot_object_map(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
-        self.object_map.remove_snapshot(snap_id, fast_diff)
+    pub fn remove_snapshot_object_map(
+        &self,
+        snap_id: u64,
+        next: Option<u64>,
+        fast_diff: bool,
+    ) -> ImageResult<()> {
+        self.object_map.remove_snapshot(snap_id, next, fast_diff)
     }
 
     /// Re-reads the head's object map if we hold the lock (after a resize

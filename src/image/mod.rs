@@ -4,6 +4,7 @@
 //! and object I/O goes through the [cache](crate::cache) to [`StoreImage`].
 
 pub mod admin;
+mod diff;
 pub mod features;
 mod header;
 mod info;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use log::{info, warn};
 use parking_lot::RwLock;
 
+pub use self::diff::{DiffMethod, DiffPlan};
 pub use self::header::HeaderRef;
 pub use self::info::{ImageInfo, ParentInfo};
 pub use self::sparse::Seek;
@@ -42,6 +44,8 @@ pub struct Image {
     /// `allocated()` answers, with when they were computed.
     allocated_cache:
         parking_lot::Mutex<std::collections::HashMap<SnapId, (std::time::Instant, u64)>>,
+    /// Diff streams laid out so far (snapshots never change).
+    diff_plans: parking_lot::Mutex<std::collections::HashMap<diff::PlanKey, Arc<DiffPlan>>>,
 }
 
 impl std::fmt::Debug for Image {
@@ -89,6 +93,7 @@ impl Image {
             cache,
             io_gate: RwLock::new(()),
             allocated_cache: Default::default(),
+            diff_plans: Default::default(),
         });
         if let Some(lock) = &image.store_image.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
@@ -276,6 +281,19 @@ impl Image {
     /// image's size there. Missing objects and the part past an object's
     /// end read as zeros.
     pub fn read(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<Vec<u8>> {
+        self.read_range(snap, offset, len, true)
+    }
+
+    /// [`read`](Self::read); `sequential` says whether the read counts for
+    /// the cache's sequential-reader detection (a diff stream's reads jump
+    /// over unchanged objects and are read ahead by the diff instead).
+    fn read_range(
+        &self,
+        snap: SnapId,
+        offset: u64,
+        len: u64,
+        sequential: bool,
+    ) -> ImageResult<Vec<u8>> {
         let info = self.current_info()?;
         let size = info.size_at(snap).ok_or_else(|| ImageError::NoSnapshot {
             image: self.name().to_string(),
@@ -299,7 +317,9 @@ impl Image {
             self.cache.read_into(snap, e.object_no, e.offset, out)?;
             Ok(())
         })?;
-        self.cache.note_read(snap, offset, len);
+        if sequential {
+            self.cache.note_read(snap, offset, len);
+        }
         Ok(buf)
     }
 
@@ -511,7 +531,15 @@ impl Image {
             ("snapshot_remove", v2::snapshot_remove_input(snap.id))
         };
         if let Some(lock) = &self.store_image.lock {
-            lock.remove_snapshot_object_map(snap.id, features::has_fast_diff(info.features))?;
+            // librbd folds the removed map into the next newer snapshot's.
+            let next = info
+                .snapshots
+                .iter()
+                .chain(&info.hidden_snapshots)
+                .map(|s| s.id)
+                .filter(|&id| id > snap.id)
+                .min();
+            lock.remove_snapshot_object_map(snap.id, next, features::has_fast_diff(info.features))?;
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)
@@ -542,11 +570,15 @@ pub enum NameKind {
 /// (the file system's `SNAP_DIR`; a test there keeps the two equal).
 pub const RESERVED_IMAGE_NAME: &str = ".snap";
 
+/// No image may be called this either: the mount shows the diff streams
+/// (incremental backups) under it (the file system's `DIFF_DIR`).
+pub const RESERVED_DIFF_NAME: &str = ".diff";
+
 /// The RBD-level rules for the names we create and open, the one check of
 /// the image layer: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/` (the
 /// pool/image separator of `rbd`) or NUL, not `.` or `..`; a snapshot name
 /// also without `@` (the image@snap separator), an image name not
-/// [`RESERVED_IMAGE_NAME`]. EINVAL otherwise.
+/// [`RESERVED_IMAGE_NAME`] or [`RESERVED_DIFF_NAME`]. EINVAL otherwise.
 pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -554,7 +586,7 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         && name != ".."
         && !name.contains(['/', '\0'])
         && match kind {
-            NameKind::Image => name != RESERVED_IMAGE_NAME,
+            NameKind::Image => name != RESERVED_IMAGE_NAME && name != RESERVED_DIFF_NAME,
             NameKind::Snapshot => !name.contains('@'),
         };
     match (ok, kind) {
@@ -563,7 +595,7 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         (false, NameKind::Image) => Err(ImageError::InvalidArgument {
             image: name.to_string(),
             reason: "invalid image name (empty, longer than 255 bytes, `/` or NUL in it, \
-                     or `.`, `..`, `.snap`)"
+                     or `.`, `..`, `.snap`, `.diff`)"
                 .into(),
         }),
     }

@@ -89,9 +89,16 @@ impl HeadObjectMap {
     }
 
     /// Before snapshot `snap_id` goes: with fast-diff, objects it saw as
-    /// existing become exists (not clean) in the head again; then its map
-    /// object is removed (librbd's object_map::SnapshotRemoveRequest).
-    pub fn remove_snapshot(&self, snap_id: u64, fast_diff: bool) -> ImageResult<()> {
+    /// existing become exists (not clean) in the map of the next newer
+    /// snapshot `next` (the head's when None), so a diff across the removed
+    /// snapshot still sees them change; then its map object is removed
+    /// (librbd's object_map::SnapshotRemoveRequest).
+    pub fn remove_snapshot(
+        &self,
+        snap_id: u64,
+        next: Option<u64>,
+        fast_diff: bool,
+    ) -> ImageResult<()> {
         if !self.is_enabled() {
             return Ok(());
         }
@@ -102,10 +109,22 @@ impl HeadObjectMap {
             Err(e) => return Err(self.err("read snapshot object map", e)),
         };
         if fast_diff {
-            self.store
-                .exec(&self.oid(), RBD_CLASS, "object_map_snap_remove", &raw)
-                .map_err(|e| self.err("object_map_snap_remove", e))?;
-            self.load()?;
+            let target = match next {
+                Some(next) => object_map_object(&self.image_id, next),
+                None => self.oid(),
+            };
+            match self
+                .store
+                .exec(&target, RBD_CLASS, "object_map_snap_remove", &raw)
+            {
+                Ok(_) => {}
+                // The next snapshot has no map (made before the feature).
+                Err(e) if next.is_some() && e.is_not_found() => {}
+                Err(e) => return Err(self.err("object_map_snap_remove", e)),
+            }
+            if next.is_none() {
+                self.load()?;
+            }
         }
         match self.store.remove(&snap_oid, &Default::default()) {
             Ok(()) => Ok(()),

@@ -2,6 +2,7 @@
 //! builds (store, cache, pool, [`RbdFs`]) over the in-memory cluster,
 //! driven through the same methods the FUSE adapter calls.
 
+mod diff;
 mod faults;
 mod model;
 
@@ -9,7 +10,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Errno, FsOptions, ROOT_INO, RbdFs, SNAP_DIR};
+use super::{DIFF_DIR, Errno, FsOptions, ROOT_INO, RbdFs, SNAP_DIR};
 use crate::cache::{Cache, CacheConfig};
 use crate::format::v2::*;
 use crate::image::admin::CreateOptions;

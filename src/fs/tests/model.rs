@@ -389,12 +389,15 @@ impl Run {
             }
             Op::ListRoot => {
                 let names = ok("readdir /", self.m().names(ROOT_INO))?;
-                let mut want = vec![SNAP_DIR.to_string()];
+                let mut want = vec![SNAP_DIR.to_string(), DIFF_DIR.to_string()];
                 want.extend(self.images.keys().cloned());
                 prop_assert_eq!(&names, &want);
                 let snap_root = self.m().snap_root();
                 let names = ok("readdir /.snap", self.m().names(snap_root))?;
-                prop_assert_eq!(&names[..], &want[1..]);
+                prop_assert_eq!(&names[..], &want[2..]);
+                let diff_root = ok("lookup /.diff", self.m().ino(ROOT_INO, DIFF_DIR))?;
+                let names = ok("readdir /.diff", self.m().names(diff_root))?;
+                prop_assert_eq!(&names[..], &want[2..]);
             }
             Op::ListSnaps(img) => {
                 let name = NAMES[img];

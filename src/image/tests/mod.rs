@@ -6,6 +6,7 @@
 
 mod basics;
 mod clients;
+mod diff;
 mod faults;
 mod model;
 
