@@ -487,9 +487,63 @@ impl Image {
             })
     }
 
+    /// Runs a header change `f` as librbd runs its maintenance operations:
+    /// on a fresh header, refused on an image served read-only, holding the
+    /// exclusive lock where the image has one; then other clients are told
+    /// and the header is read again.
+    fn header_op<T>(
+        &self,
+        f: impl FnOnce(&dyn ObjectStore, &ImageInfo) -> ImageResult<T>,
+    ) -> ImageResult<T> {
+        let info = self.refresh()?;
+        self.check_writable(&info)?;
+        let owned = self.header_owner(&info)?;
+        let info = if matches!(owned, Some((_, true))) {
+            self.refresh()?
+        } else {
+            info
+        };
+        let result = f(&*self.store_image.store, &info);
+        drop(owned);
+        self.store_image.notify_header_update();
+        self.refresh()?;
+        result
+    }
+
+    /// Renames snapshot `old` to `new` (`rbd snap rename`).
+    pub fn snap_rename(&self, old: &str, new: &str) -> ImageResult<()> {
+        let name = self.name().to_string();
+        self.header_op(|store, info| admin::rename_snapshot(store, info, &name, old, new))
+    }
+
+    /// Protects (`rbd snap protect`) or unprotects snapshot `snap`.
+    pub fn snap_set_protected(&self, snap: &str, protect: bool) -> ImageResult<()> {
+        let name = self.name().to_string();
+        self.header_op(|store, info| {
+            if protect {
+                admin::protect_snapshot(store, info, &name, snap)
+            } else {
+                admin::unprotect_snapshot(store, info, &name, snap)
+            }
+        })
+    }
+
+    /// Whether snapshot `snap` is protected (not unprotected: an
+    /// unprotect in progress counts as protected).
+    pub fn snap_is_protected(&self, snap: &str) -> ImageResult<bool> {
+        let info = self.current_info()?;
+        let s = info.snapshot(snap).ok_or_else(|| ImageError::NoSnapshot {
+            image: self.name().to_string(),
+            snap: snap.to_string(),
+        })?;
+        let status = admin::protection_status(&*self.store_image.store, &info, self.name(), s.id)?;
+        Ok(status != v2::ProtectionStatus::Unprotected)
+    }
+
     /// Removes snapshot `snap_name` as librbd does: its object map (format
     /// 2), the header record (`snap_remove` / `snapshot_remove`), then the
-    /// pool's self-managed snap id.
+    /// pool's self-managed snap id. A protected snapshot, or one clones
+    /// still read from, is refused with EBUSY before anything changes.
     pub fn snap_remove(&self, snap_name: &str) -> ImageResult<()> {
         let info = self.refresh()?;
         let image = self.name().to_string();
@@ -501,6 +555,21 @@ impl Image {
                 snap: snap_name.into(),
             })?;
         self.check_writable(&info)?;
+        let store: &dyn ObjectStore = &*self.store_image.store;
+        if admin::protection_status(store, &info, &image, snap.id)?
+            != v2::ProtectionStatus::Unprotected
+        {
+            return Err(ImageError::Busy {
+                image,
+                reason: format!("snapshot {snap_name} is protected"),
+            });
+        }
+        if admin::v2_child_count(store, &info, &image, snap.id)? > 0 {
+            return Err(ImageError::Busy {
+                image,
+                reason: format!("snapshot {snap_name} has clones (flatten them first)"),
+            });
+        }
         let owned = self.header_owner(&info)?;
         let store = &self.store_image.store;
         let (method, input) = if info.format == 1 {
@@ -515,7 +584,13 @@ impl Image {
         }
         store
             .exec(&info.header_oid, "rbd", method, &input)
-            .map_err(|e| self.store_image.store_err(e))?;
+            .map_err(|e| match e.errno() {
+                libc::EBUSY => ImageError::Busy {
+                    image: image.clone(),
+                    reason: format!("snapshot {snap_name} is protected or has clones"),
+                },
+                _ => self.store_image.store_err(e),
+            })?;
         drop(owned);
         if let Err(e) = store.selfmanaged_snap_remove(snap.id) {
             warn!(

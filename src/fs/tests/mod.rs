@@ -4,6 +4,7 @@
 
 mod faults;
 mod model;
+mod workflows;
 
 use std::ffi::OsStr;
 use std::sync::Arc;
