@@ -40,6 +40,29 @@ impl RbdFs {
         Ok(())
     }
 
+    /// Rollback needs the image to itself: EBUSY while its head is open
+    /// through this mount or another client watches it.
+    fn check_exclusive_use(&self, image_name: &str) -> Result<(), Errno> {
+        if self.is_head_open(image_name) {
+            return Err(Errno::EBUSY.with_detail(format!("{image_name} is open")));
+        }
+        let image = self.image(image_name)?;
+        let info = image.refresh().map_err(|e| Errno::image(image_name, &e))?;
+        if info.format == 2 {
+            let others =
+                crate::image::admin::other_watchers(&**self.pool.store(), &info.header_oid)
+                    .map_err(|e| {
+                        Errno::EIO.with_detail(format!("watchers of {image_name}: {e}"))
+                    })?;
+            if !others.is_empty() {
+                return Err(
+                    Errno::EBUSY.with_detail(format!("{image_name} is used by another client"))
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// `ln .snap/PARENT/SNAP CHILD`.
     pub(super) fn clone_image(&self, parent: &str, snap: &str, child: &str) -> Result<(), Errno> {
         self.pool
@@ -69,6 +92,28 @@ impl RbdFs {
                 image
                     .snap_set_protected(snap, protect)
                     .map_err(|e| Errno::image(&format!("{verb} {image_name}@{snap}"), &e))
+            }
+            (Node::Image(image_name), XATTR_ROLLBACK) => {
+                if self.opts.read_only {
+                    return Err(Errno::EROFS);
+                }
+                self.check_exclusive_use(image_name)?;
+                let image = self.image(image_name)?;
+                image
+                    .rollback(value)
+                    .map_err(|e| Errno::image(&format!("rollback {image_name} to {value}"), &e))
+            }
+            (Node::Image(image_name), XATTR_FLATTEN) => {
+                if self.opts.read_only {
+                    return Err(Errno::EROFS);
+                }
+                if value != "1" {
+                    return Err(Errno::EINVAL);
+                }
+                let image = self.image(image_name)?;
+                image
+                    .flatten()
+                    .map_err(|e| Errno::image(&format!("flatten {image_name}"), &e))
             }
             _ => Err(Errno::EOPNOTSUPP),
         }

@@ -528,6 +528,113 @@ impl Image {
         })
     }
 
+    /// Rolls the head back to snapshot `snap_name` as `rbd snap rollback`
+    /// does: every acknowledged write on RADOS first, writes held off,
+    /// holding the exclusive lock where the image has one; the head is
+    /// resized to the snapshot's size, its object map and objects rolled
+    /// back; the cache is dropped. The caller makes sure nobody else
+    /// writes the image (librbd would refuse or take the lock too).
+    pub fn rollback(&self, snap_name: &str) -> ImageResult<()> {
+        let _gate = self.io_gate.write();
+        self.persist_acknowledged()?;
+        let info = self.refresh()?;
+        let snap = info
+            .snapshot(snap_name)
+            .cloned()
+            .ok_or_else(|| ImageError::NoSnapshot {
+                image: self.name().to_string(),
+                snap: snap_name.into(),
+            })?;
+        self.check_writable(&info)?;
+        let owned = self.header_owner(&info)?;
+        let mut info = if matches!(owned, Some((_, true))) {
+            self.refresh()?
+        } else {
+            info
+        };
+        let store = &*self.store_image.store;
+        let mut result = Ok(());
+        if info.size != snap.size {
+            result = admin::resize_image(store, &info, snap.size, &info.snapc);
+            if result.is_ok() {
+                info = self.store_image.refresh()?;
+            }
+        }
+        if result.is_ok() {
+            result = admin::rollback_objects(
+                store,
+                &**self.store_image.data_store(),
+                &info,
+                self.name(),
+                &snap,
+                &info.snapc,
+            );
+        }
+        if let Some(lock) = &self.store_image.lock
+            && let Err(e) = lock.reload_object_map()
+        {
+            warn!("image {}: reloading the object map: {e}", self.name());
+        }
+        drop(owned);
+        self.cache.invalidate();
+        self.forget_allocation();
+        self.store_image.notify_header_update();
+        self.refresh()?;
+        result
+    }
+
+    /// Flattens a clone as `rbd flatten` does: every object the parent
+    /// still provides is copied up (written with the parent's bytes, the
+    /// object map kept true), progress logged, then the clone is detached
+    /// (see [`admin::detach_parent`]). Reads are the same before and
+    /// after. EINVAL when the image is not a clone.
+    pub fn flatten(&self) -> ImageResult<()> {
+        let _gate = self.io_gate.write();
+        self.persist_acknowledged()?;
+        let info = self.refresh()?;
+        let Some(parent) = info.parent.clone() else {
+            return Err(ImageError::InvalidArgument {
+                image: self.name().to_string(),
+                reason: "not a clone (it has no parent)".into(),
+            });
+        };
+        self.check_writable(&info)?;
+        let owned = self.header_owner(&info)?;
+        let count = info.layout.object_count(parent.overlap);
+        info!(
+            "image {}: flattening {count} objects from its parent",
+            self.name()
+        );
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let next = std::sync::atomic::AtomicU64::new(0);
+        let step = (count / 10).max(1);
+        let copy = |_: ()| -> ImageResult<()> {
+            use std::sync::atomic::Ordering::Relaxed;
+            loop {
+                let n = next.fetch_add(1, Relaxed);
+                if n >= count {
+                    return Ok(());
+                }
+                crate::cache::ObjectIo::write_object(&*self.store_image, n, 0, &[])?;
+                let d = done.fetch_add(1, Relaxed) + 1;
+                if d % step == 0 || d == count {
+                    info!("image {}: flatten: {d}/{count} objects", self.name());
+                }
+            }
+        };
+        let mut result = self.in_parallel(vec![(); admin::CONCURRENT_OPS], copy);
+        if result.is_ok() {
+            let info = self.refresh()?;
+            result = admin::detach_parent(&*self.store_image.store, &info, self.name());
+        }
+        drop(owned);
+        self.cache.invalidate();
+        self.forget_allocation();
+        self.store_image.notify_header_update();
+        self.refresh()?;
+        result
+    }
+
     /// Whether snapshot `snap` is protected (not unprotected: an
     /// unprotect in progress counts as protected).
     pub fn snap_is_protected(&self, snap: &str) -> ImageResult<bool> {

@@ -161,3 +161,54 @@ fn rbd_op_features(store: &dyn ObjectStore, header: &str) -> u64 {
         .unwrap();
     decode_u64_reply(&r, "op features").unwrap()
 }
+
+#[test]
+fn rollback_and_flatten() {
+    for create in [v2lock(), v2(FEATURE_LAYERING)] {
+        let (cluster, m) = setup(create);
+        cluster.set_config("rbd_default_clone_format", "2");
+        let gold = m.ino(ROOT_INO, "gold").unwrap();
+        // Rollback: refused while the head is open, then the snapshot's bytes.
+        let fh = m.open_head("gold").unwrap();
+        m.fs.write(fh, 10, &[5; 9000]).unwrap();
+        assert_eq!(
+            m.fs.setxattr(gold, OsStr::new("user.rbd.rollback"), b"base"),
+            Err(Errno::EBUSY)
+        );
+        m.fs.release(fh);
+        assert_eq!(
+            m.fs.setxattr(gold, OsStr::new("user.rbd.rollback"), b"nope"),
+            Err(Errno::ENOENT)
+        );
+        m.fs.setxattr(gold, OsStr::new("user.rbd.rollback"), b"base")
+            .unwrap();
+        assert_eq!(read_all(&m, gold, 64 << 10), pattern(1, 64 << 10));
+
+        // Flatten a v2 clone: same bytes, no parent, the snapshot can go.
+        let base = snap_ino(&m, "gold", "base").unwrap();
+        m.fs.link(base, ROOT_INO, OsStr::new("vm1")).unwrap();
+        let vm1 = m.ino(ROOT_INO, "vm1").unwrap();
+        let fh = m.open_head("vm1").unwrap();
+        m.fs.write(fh, 5000, &[3; 100]).unwrap();
+        m.fs.release(fh);
+        let mut want = pattern(1, 64 << 10);
+        want[5000..5100].fill(3);
+        assert_eq!(
+            m.fs.setxattr(gold, OsStr::new("user.rbd.flatten"), b"1"),
+            Err(Errno::EINVAL)
+        );
+        m.fs.setxattr(vm1, OsStr::new("user.rbd.flatten"), b"1")
+            .unwrap();
+        assert_eq!(read_all(&m, vm1, 64 << 10), want);
+        let store = m.pool.store().clone();
+        let info = admin::image_info(&*store, "vm1").unwrap();
+        assert!(info.parent.is_none());
+        assert_eq!(rbd_op_features(&*store, &info.header_oid), 0);
+        let g = admin::image_info(&*store, "gold").unwrap();
+        assert_eq!(rbd_op_features(&*store, &g.header_oid), 0);
+        let dir = m.snap_dir("gold").unwrap();
+        m.fs.unlink(dir, OsStr::new("base")).unwrap();
+        assert_eq!(read_all(&m, vm1, 64 << 10), want);
+        m.unmount().unwrap();
+    }
+}

@@ -161,11 +161,25 @@ pub fn call(
             if overlap.is_none() {
                 return Err(libc::ENOENT);
             }
-            // Snapshots that still read from the parent keep it.
-            if snapshots(obj)?.iter().any(|s| s.parent_overlap.is_some()) {
+            // Snapshots that still read from the parent keep it, unless
+            // deep-flatten lets them go too.
+            let deep = header_u64(obj, "features")? & FEATURE_DEEP_FLATTEN != 0;
+            let mut child_snaps = false;
+            for mut s in snapshots(obj)? {
+                if s.parent_overlap.is_some() {
+                    if deep {
+                        s.parent_overlap = None;
+                        obj.omap_set(&snap_key(s.record.id), s.encode());
+                    } else {
+                        child_snaps = true;
+                    }
+                }
+            }
+            if child_snaps {
                 write_parent(obj, &spec, None);
             } else {
                 obj.omap_remove("parent")?;
+                set_op_features(obj, 0, OP_FEATURE_CLONE_CHILD)?;
             }
             Vec::new()
         }
