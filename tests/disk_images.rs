@@ -369,3 +369,123 @@ fn snapshot_rename_protect_unprotect() {
     snaps(&[("other", false)], "after rm");
     drop(mount);
 }
+
+// ---------------------------------------------------------------------------
+// 3. Rollback
+// ---------------------------------------------------------------------------
+
+#[test]
+fn rollback_as_rbd_snap_rollback() {
+    let cluster = Cluster::get();
+    let mut images = Images::new(&cluster);
+    let mount = Mount::new(&cluster, &[]);
+    let mut rng = Rng::new();
+    let (gold, data) = golden(&cluster, &mut images, &mount, &mut rng);
+    // Written after the snapshot, and grown.
+    let patch = rng.bytes(3 * MIB as usize);
+    write_image(&mount, &gold, 6 * MIB, &patch);
+    assert_eq!(cluster.image_size(&gold), 9 * MIB);
+    let head = mount.path(&gold);
+    // Refused while open for writing.
+    let f = ok(OpenOptions::new().write(true).open(&head), "open", &mount);
+    fails(
+        setxattr(&head, "user.rbd.rollback", "base"),
+        libc::EBUSY,
+        "rollback while open",
+        &mount,
+    );
+    drop(f);
+    fails(
+        setxattr(&head, "user.rbd.rollback", "nope"),
+        libc::ENOENT,
+        "rollback to a missing snapshot",
+        &mount,
+    );
+    ok(
+        setxattr(&head, "user.rbd.rollback", "base"),
+        "rollback",
+        &mount,
+    );
+    assert_eq!(cluster.image_size(&gold), 8 * MIB, "size after rollback");
+    assert_bytes_eq(&cluster.export(&gold), &data, "rbd export after rollback");
+    assert_bytes_eq(
+        &ok(fs::read(&head), "read", &mount),
+        &data,
+        "read after rollback",
+    );
+    let check = cluster.rbd(&["object-map", "check", &spec(&gold)]);
+    assert!(check.status.success(), "object-map check after rollback");
+    drop(mount);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Flatten
+// ---------------------------------------------------------------------------
+
+#[test]
+fn flatten_as_rbd_flatten() {
+    let cluster = Cluster::get();
+    let tmp = TempDir::new().unwrap();
+    for setting in ["1", "2"] {
+        let mut images = Images::new(&cluster);
+        let conf = conf_with_clone_format(&cluster, &tmp, setting);
+        let conf_opt = format!("conf={}", conf.display());
+        let mount = Mount::new(&cluster, &["-o", &conf_opt]);
+        let mut rng = Rng::new();
+        let (gold, data) = golden(&cluster, &mut images, &mount, &mut rng);
+        let vm1 = images.name("vm1");
+        let base = mount.path(".snap").join(&gold).join("base");
+        ok(fs::hard_link(&base, mount.path(&vm1)), "ln", &mount);
+        let patch = rng.bytes(5000);
+        write_image(&mount, &vm1, MIB + 1, &patch);
+        let mut want = data.clone();
+        want[MIB as usize + 1..][..patch.len()].copy_from_slice(&patch);
+        let what = format!("flatten (clone v{setting})");
+        ok(
+            setxattr(&mount.path(&vm1), "user.rbd.flatten", "1"),
+            &what,
+            &mount,
+        );
+        let info = rbd_json(&cluster, &format!("info {}", spec(&vm1)));
+        assert!(
+            info.get("parent").is_none(),
+            "{what}: rbd info still has a parent"
+        );
+        assert!(
+            info.at("op_features").strs().is_empty(),
+            "{what}: op features"
+        );
+        assert_bytes_eq(&cluster.export(&vm1), &want, &format!("{what}: rbd export"));
+        assert_bytes_eq(
+            &ok(fs::read(mount.path(&vm1)), "read", &mount),
+            &want,
+            &what,
+        );
+        let children = cluster.rbd(&["children", &format!("{}@base", spec(&gold))]);
+        assert!(
+            String::from_utf8_lossy(&children.stdout).trim().is_empty(),
+            "{what}: rbd children"
+        );
+        // The parent's snapshot can now be unprotected (v1) and removed.
+        let base_prot = xattr(&base, Some("user.rbd.protected")).unwrap();
+        if base_prot == b"1" {
+            ok(
+                setxattr(&base, "user.rbd.protected", "0"),
+                "unprotect",
+                &mount,
+            );
+        }
+        ok(
+            fs::remove_file(&base),
+            &format!("{what}: rm parent snapshot"),
+            &mount,
+        );
+        assert!(snap_ls(&cluster, &gold).is_empty(), "{what}: rbd snap ls");
+        assert_bytes_eq(
+            &cluster.export(&vm1),
+            &want,
+            &format!("{what}: export after rm"),
+        );
+        drop(mount);
+    }
+}
