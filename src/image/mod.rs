@@ -617,7 +617,7 @@ impl Image {
                 }
                 crate::cache::ObjectIo::write_object(&*self.store_image, n, 0, &[])?;
                 let d = done.fetch_add(1, Relaxed) + 1;
-                if d % step == 0 || d == count {
+                if d.is_multiple_of(step) || d == count {
                     info!("image {}: flatten: {d}/{count} objects", self.name());
                 }
             }
