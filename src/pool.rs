@@ -198,6 +198,55 @@ impl Pool {
         admin::rename_image(&*self.store, old, new)
     }
 
+    /// Makes image `child` a clone of `parent@snap` as `rbd clone` does
+    /// (see [`admin::clone_image`]), in the clone format `rbd clone` would
+    /// choose here; for a format-1 clone the snapshot is protected first
+    /// if it is not. The child's features are the mount's `image_features`
+    /// if given, else the parent's; its object size is the parent's unless
+    /// the mount asks for another than the default.
+    pub fn clone_image(
+        &self,
+        parent: &str,
+        snap: &str,
+        child: &str,
+        create: &CreateOptions,
+    ) -> ImageResult<()> {
+        if self.only.is_some() {
+            return Err(ImageError::ReadOnly {
+                image: child.to_string(),
+                reason: "mounted with --image: no other image can be created".into(),
+            });
+        }
+        let image = self.image(parent)?;
+        let info = image.refresh()?;
+        if info.snapshot(snap).is_none() {
+            return Err(ImageError::NoSnapshot {
+                image: parent.to_string(),
+                snap: snap.to_string(),
+            });
+        }
+        let clone_format = admin::default_clone_format(&*self.store, parent)?;
+        if clone_format == 1 && info.id.is_some() && !image.snap_is_protected(snap)? {
+            image.snap_set_protected(snap, true)?;
+        }
+        let info = image.refresh()?;
+        let opts = admin::CloneOptions {
+            clone_format,
+            features: create.features,
+            order: (create.order != admin::DEFAULT_ORDER).then_some(create.order),
+            data_pool: create.data_pool,
+        };
+        admin::clone_image(
+            &*self.store,
+            &*self.store,
+            &info,
+            parent,
+            snap,
+            child,
+            &opts,
+        )
+    }
+
     /// Writes back every open image's dirty data and gives back exclusive
     /// locks (unmount).
     pub fn close_all(&self) -> Result<(), ImageError> {

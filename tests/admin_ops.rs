@@ -259,6 +259,9 @@ impl ObjectStore for FailingStore {
     fn pool_id(&self) -> i64 {
         self.inner.pool_id()
     }
+    fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()> {
+        self.inner.snap_rollback(oid, snap, snapc)
+    }
 }
 
 // ---------------------------------------------------------------------------

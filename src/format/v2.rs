@@ -41,6 +41,7 @@
 //!
 //! All of it is checked against a 16.2 cluster by `tests/format2_codecs.rs`.
 
+mod clone;
 mod header;
 mod lock;
 mod names;
@@ -48,6 +49,7 @@ mod notify;
 mod object_map;
 mod snapshot;
 
+pub use clone::*;
 pub use header::*;
 pub use lock::*;
 pub use names::*;

@@ -68,7 +68,11 @@ impl RbdFs {
                 let image = self.image(name)?;
                 let info = image.info();
                 let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
-                let mut attr = self.attr(ino, FileKind::File, 0o444, s.size);
+                // The sticky bit says the snapshot is protected (`rbd snap
+                // protect`); unknown (an error) shows as not protected.
+                let protected = image.snap_is_protected(snap).unwrap_or(false);
+                let perm = if protected { 0o1444 } else { 0o444 };
+                let mut attr = self.attr(ino, FileKind::File, perm, s.size);
                 attr.blocks = self.blocks(&image, s.id, s.size);
                 attr.blksize = info.layout.object_size.min(1 << 22) as u32;
                 Ok(attr)

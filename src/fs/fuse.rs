@@ -358,6 +358,34 @@ impl Filesystem for FuseFs {
         reply_xattr(req, "getxattr", ino, reply, r);
     }
 
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.fs.setxattr(ino.0, name, value);
+        reply_empty(req, "setxattr", ino, reply, r);
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.fs.link(ino.0, newparent.0, newname) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail(req, "link", ino.0, e)),
+        }
+    }
+
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let r = self.fs.listxattr(ino.0, size);
         reply_xattr(req, "listxattr", ino, reply, r);

@@ -64,6 +64,14 @@ impl RbdFs {
         self.handles.lock().values().any(|h| h.image.name() == name)
     }
 
+    /// Whether the head of image `name` is open (for writing or not).
+    pub(super) fn is_head_open(&self, name: &str) -> bool {
+        self.handles
+            .lock()
+            .values()
+            .any(|h| h.snap == NOSNAP && h.image.name() == name)
+    }
+
     pub(super) fn flush_handle(&self, fh: u64) -> Result<(), Errno> {
         let (image, snap) = self.handle(fh)?;
         if snap != NOSNAP {

@@ -84,6 +84,19 @@ impl Inodes {
         }
     }
 
+    /// After renaming snapshot `old` of `image` to `new`: the number
+    /// follows the name, as for images.
+    pub(super) fn rename_snap(&mut self, image: &str, old: &str, new: &str) {
+        let from = Node::Snap(image.to_string(), old.to_string());
+        let to = Node::Snap(image.to_string(), new.to_string());
+        if let Some(ino) = self.by_node.remove(&from) {
+            if let Some(stale) = self.by_node.insert(to.clone(), ino) {
+                self.by_ino.remove(&stale);
+            }
+            self.by_ino.insert(ino, to);
+        }
+    }
+
     pub(super) fn ino(&mut self, node: Node) -> u64 {
         if let Some(&ino) = self.by_node.get(&node) {
             return ino;

@@ -21,6 +21,7 @@ mod names;
 mod ops;
 mod tree;
 mod usage;
+mod workflows;
 mod xattrs;
 
 #[cfg(test)]

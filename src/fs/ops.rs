@@ -343,7 +343,8 @@ impl RbdFs {
 
     /// `mv A B` in the root renames the image as `rbd rename` does. Onto an
     /// existing name (no replacing images), across directories, or while a
-    /// file of it is open: refused.
+    /// file of it is open: refused. In `.snap/IMAGE`, renames the snapshot
+    /// as `rbd snap rename` does (EXDEV to another image's directory).
     pub fn rename(
         &self,
         parent: u64,
@@ -353,6 +354,9 @@ impl RbdFs {
     ) -> Result<(), Errno> {
         if self.opts.read_only {
             return Err(Errno::EROFS);
+        }
+        if let (Node::SnapDir(image), to) = (self.node(parent)?, self.node(newparent)?) {
+            return self.rename_snapshot(&image, name, &to, newname);
         }
         if self.node(parent)? != Node::Root || self.node(newparent)? != Node::Root {
             return Err(Errno::EXDEV);
@@ -469,6 +473,36 @@ impl RbdFs {
                 .ok_or(Errno::ENODATA)
         })?;
         Xattr::answer(size, value.as_bytes())
+    }
+
+    /// The `user.rbd.*` operations (see `xattrs.rs`): protect/unprotect a
+    /// snapshot, roll an image back, flatten a clone.
+    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> Result<(), Errno> {
+        let node = self.node(ino)?;
+        let name = name.to_str().ok_or(Errno::EOPNOTSUPP)?;
+        self.set_xattr(&node, name, value)
+    }
+
+    /// `ln SNAPSHOT NAME`: `ino` is `.snap/PARENT/SNAP`, `newparent` the
+    /// root; makes image NAME a clone of PARENT@SNAP as `rbd clone` does.
+    /// Anything else: EPERM.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr, Errno> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let (parent, snap) = match self.node(ino)? {
+            Node::Snap(parent, snap) => (parent, snap),
+            _ => return Err(Errno::EPERM),
+        };
+        if self.node(newparent)? != Node::Root {
+            return Err(Errno::EPERM);
+        }
+        let child = file_name(newname).ok_or(Errno::EINVAL)?;
+        if child == SNAP_DIR {
+            return Err(Errno::EEXIST);
+        }
+        self.clone_image(&parent, &snap, child)?;
+        self.entry(Node::Image(child.to_string()))
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> Result<Xattr, Errno> {

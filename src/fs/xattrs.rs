@@ -1,7 +1,10 @@
 //! Extended attributes: `user.rbd.*` (what `rbd info` says) on image and
-//! snapshot files, `user.rbdfs.cache` on the root.
+//! snapshot files, `user.rbdfs.cache` on the root; and the operations set
+//! through them (`user.rbd.protected` on snapshots, `user.rbd.rollback`
+//! and `user.rbd.flatten` on images: see `workflows.rs`).
 
 use super::inodes::Node;
+use super::workflows::{XATTR_FLATTEN, XATTR_PROTECTED, XATTR_ROLLBACK};
 use super::{Errno, RbdFs};
 
 impl RbdFs {
@@ -97,6 +100,18 @@ impl RbdFs {
         if let Some(snap) = snap {
             let s = info.snapshot(snap).ok_or(Errno::ENOENT)?;
             out.push(("user.rbd.snap_id", s.id.to_string()));
+            let protected = self
+                .image(name)?
+                .snap_is_protected(snap)
+                .map_err(|e| Errno::image(&format!("protection of {name}@{snap}"), &e))?;
+            out.push((XATTR_PROTECTED, (protected as u8).to_string()));
+        } else {
+            // The operations, listed so that `getfattr -d` shows them:
+            // set to a snapshot name, set to 1 on a clone.
+            out.push((XATTR_ROLLBACK, String::new()));
+            if info.parent.is_some() {
+                out.push((XATTR_FLATTEN, "0".to_string()));
+            }
         }
         Ok(out)
     }

@@ -135,6 +135,12 @@ pub fn has_operations(features: u64) -> bool {
     features & FEATURE_OPERATIONS != 0
 }
 
+/// Deep-flatten: flattening a clone also detaches its snapshots from the
+/// parent.
+pub fn has_deep_flatten(features: u64) -> bool {
+    features & FEATURE_DEEP_FLATTEN != 0
+}
+
 /// The image is being migrated (live migration's source or target).
 pub fn is_migrating(features: u64) -> bool {
     features & FEATURE_MIGRATING != 0

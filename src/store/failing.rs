@@ -256,6 +256,19 @@ impl ObjectStore for FailingStore {
     fn pool_id(&self) -> i64 {
         self.inner.pool_id()
     }
+
+    fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()> {
+        self.check(Op::Write, "snap_rollback", oid)?;
+        self.inner.snap_rollback(oid, snap, snapc)
+    }
+
+    fn config_value(&self, key: &str) -> Option<String> {
+        self.inner.config_value(key)
+    }
+
+    fn min_compat_client(&self) -> StoreResult<i8> {
+        self.inner.min_compat_client()
+    }
 }
 
 #[cfg(test)]

@@ -85,6 +85,10 @@ pub struct MemoryCluster {
     next_gid: AtomicU64,
     blocklist: Mutex<HashSet<String>>,
     clients: Mutex<HashMap<u64, Arc<ClientState>>>,
+    /// Client configuration values every client sees (`config_value`).
+    config: Mutex<HashMap<String, String>>,
+    /// What `min_compat_client` answers (default: Pacific, 16).
+    min_compat: std::sync::atomic::AtomicI8,
 }
 
 impl MemoryCluster {
@@ -98,9 +102,23 @@ impl MemoryCluster {
             next_gid: AtomicU64::new(MEMORY_GID),
             blocklist: Mutex::new(HashSet::new()),
             clients: Mutex::new(HashMap::new()),
+            config: Mutex::new(HashMap::new()),
+            min_compat: std::sync::atomic::AtomicI8::new(16),
         });
         cluster.create_pool();
         cluster
+    }
+
+    /// Sets a configuration value every client sees.
+    pub fn set_config(&self, key: &str, value: &str) {
+        self.config
+            .lock()
+            .insert(key.to_string(), value.to_string());
+    }
+
+    /// Sets the cluster's (required) minimum compatible client release.
+    pub fn set_min_compat_client(&self, release: i8) {
+        self.min_compat.store(release, Ordering::SeqCst);
     }
 
     /// Adds a pool; returns its id (0, 1, 2, ...).
@@ -586,6 +604,32 @@ impl ObjectStore for MemoryStore {
 
     fn pool_id(&self) -> i64 {
         self.pool.id
+    }
+
+    fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()> {
+        self.alive("snap_rollback", oid)?;
+        let then = match self.at_snap(oid, snap, "snap_rollback") {
+            Ok(d) => Some(d),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        self.modify(oid, snapc, |obj| {
+            if then.is_none() {
+                obj.omap.clear();
+                obj.xattrs.clear();
+            }
+            obj.head = then;
+        });
+        Ok(())
+    }
+
+    fn config_value(&self, key: &str) -> Option<String> {
+        self.cluster.config.lock().get(key).cloned()
+    }
+
+    fn min_compat_client(&self) -> StoreResult<i8> {
+        self.alive("get_min_compatible_client", "")?;
+        Ok(self.cluster.min_compat.load(Ordering::SeqCst))
     }
 }
 

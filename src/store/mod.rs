@@ -192,6 +192,25 @@ pub trait ObjectStore: Send + Sync {
     /// This pool's id.
     fn pool_id(&self) -> i64;
 
+    /// Rolls the head of `oid` back to its contents at `snap` (the OSD's
+    /// self-managed snapshot rollback; an object that did not exist then
+    /// is removed), with the snapshot context `snapc`.
+    fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()>;
+
+    /// A Ceph configuration value of this client (`rbd_default_clone_format`
+    /// ...), None when the option is unknown.
+    fn config_value(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    /// The larger of the cluster's minimum and required-minimum compatible
+    /// client releases (luminous = 12, mimic = 13, ...), as librados'
+    /// `get_min_compatible_client` says; what `rbd clone` decides the
+    /// clone format by.
+    fn min_compat_client(&self) -> StoreResult<i8> {
+        Ok(16)
+    }
+
     /// Reads a whole small object at the head, bounded by
     /// [`MAX_METADATA_OBJECT`], in one read: a stat then a read could see
     /// the object grow in between (a header gaining a snapshot) and return

@@ -57,6 +57,12 @@ mod pool_stat_ffi {
         ) -> libc::c_int;
         /// Not in the `ceph` crate's bindings (librados 12+).
         pub fn rados_set_pool_full_try(io: ceph::rados::rados_ioctx_t);
+        /// Not in the `ceph` crate's bindings (librados 13+).
+        pub fn rados_get_min_compatible_client(
+            cluster: ceph::rados::rados_t,
+            min_compat_client: *mut i8,
+            require_min_compat_client: *mut i8,
+        ) -> libc::c_int;
     }
 }
 
@@ -721,6 +727,52 @@ impl ObjectStore for RadosPool {
             )
         };
         check("blocklist_add", address, rc).map(drop)
+    }
+
+    fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()> {
+        let io = self.writer(snapc)?;
+        let o = oid_c(oid)?;
+        // SAFETY: `io` is a live context (its write snap context is
+        // `snapc`, never changed while we hold it) and `o` a NUL-terminated
+        // CString alive across the call.
+        let rc = unsafe { rados_ioctx_selfmanaged_snap_rollback(io.0, o.as_ptr(), snap) };
+        check("selfmanaged_snap_rollback", oid, rc).map(drop)
+    }
+
+    fn config_value(&self, key: &str) -> Option<String> {
+        let k = std::ffi::CString::new(key).ok()?;
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `k` is NUL-terminated, and `buf` is writable for its length,
+        // which librados is told.
+        let rc = unsafe {
+            rados_conf_get(
+                self.cluster.handle,
+                k.as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                buf.len(),
+            )
+        };
+        if rc < 0 {
+            return None;
+        }
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8(buf[..end].to_vec()).ok()
+    }
+
+    fn min_compat_client(&self) -> StoreResult<i8> {
+        let (mut min, mut required) = (0i8, 0i8);
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // both out-pointers are valid for the call.
+        let rc = unsafe {
+            pool_stat_ffi::rados_get_min_compatible_client(
+                self.cluster.handle,
+                &mut min,
+                &mut required,
+            )
+        };
+        check("get_min_compatible_client", "", rc)?;
+        Ok(min.max(required))
     }
 
     fn pool_by_id(&self, pool_id: i64) -> StoreResult<Arc<dyn ObjectStore>> {

@@ -43,17 +43,29 @@ use crate::format::v2::{self, *};
 use crate::format::{FormatError, tmap};
 use crate::store::{NOSNAP, ObjectStore, StoreError};
 
+mod clone;
 mod create;
+mod flatten;
+mod protect;
 mod remove;
 mod rename;
 mod resize;
+mod rollback;
 mod shared;
+mod snap_rename;
 
+pub use self::clone::{CloneOptions, clone_image, default_clone_format};
 pub use self::create::create_image;
+pub use self::flatten::detach_parent;
+pub use self::protect::{
+    protect_snapshot, protection_status, unprotect_snapshot, v1_children, v2_child_count,
+};
 pub use self::remove::remove_image;
 pub use self::rename::rename_image;
 pub use self::resize::{ResizePlan, V1_SIZE_OFFSET, resize_image, resize_plan};
+pub use self::rollback::rollback_objects;
 pub use self::shared::other_watchers;
+pub use self::snap_rename::rename_snapshot;
 
 /// librbd's default object order (4 MiB objects).
 pub const DEFAULT_ORDER: u8 = 22;

@@ -167,6 +167,14 @@ fn for_each_object(
     }
 }
 
+/// [`for_each_object`] for the other operations of `admin`.
+pub(super) fn for_each_object_pub(
+    range: Range<u64>,
+    f: impl Fn(u64) -> ImageResult<()> + Sync,
+) -> ImageResult<()> {
+    for_each_object(range, f)
+}
+
 /// Removes the data objects in `range` that the object map (if any) says
 /// may exist, with `snapc` so snapshots keep their data. Absent objects
 /// are fine.

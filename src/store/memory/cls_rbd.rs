@@ -134,8 +134,59 @@ pub fn call(
         }
         "parent_attach" => parent_attach(obj, d)?,
         "child_attach" | "child_detach" => child_link(obj, d, method == "child_attach")?,
+        "snapshot_rename" => snapshot_rename(obj, d)?,
+        "set_protection_status" => set_protection_status(obj, d)?,
+        "op_features_set" => {
+            let value = d.u64().map_err(bad_input)?;
+            let mask = d.u64().map_err(bad_input)?;
+            done(d)?;
+            set_op_features(obj, value, mask)?;
+            Vec::new()
+        }
+        "children_list" => {
+            let snap = d.u64().map_err(bad_input)?;
+            done(d)?;
+            obj.check_exists()?;
+            read_snap(obj, snap)?;
+            let raw = obj
+                .omap
+                .get(&format!("snap_children_{snap:016x}"))
+                .ok_or(libc::ENOENT)?;
+            raw.clone()
+        }
+        "parent_detach" => {
+            done(d)?;
+            require_feature(obj, FEATURE_LAYERING)?;
+            let (spec, overlap) = read_parent(obj)?.ok_or(libc::ENOENT)?;
+            if overlap.is_none() {
+                return Err(libc::ENOENT);
+            }
+            // Snapshots that still read from the parent keep it, unless
+            // deep-flatten lets them go too.
+            let deep = header_u64(obj, "features")? & FEATURE_DEEP_FLATTEN != 0;
+            let mut child_snaps = false;
+            for mut s in snapshots(obj)? {
+                if s.parent_overlap.is_some() {
+                    if deep {
+                        s.parent_overlap = None;
+                        obj.omap_set(&snap_key(s.record.id), s.encode());
+                    } else {
+                        child_snaps = true;
+                    }
+                }
+            }
+            if child_snaps {
+                write_parent(obj, &spec, None);
+            } else {
+                obj.omap_remove("parent")?;
+                set_op_features(obj, 0, OP_FEATURE_CLONE_CHILD)?;
+            }
+            Vec::new()
+        }
+        // rbd_children (clone v1): `<parent key>` → set of child ids.
+        "add_child" | "remove_child" | "get_children" => v1_children(method, obj, d)?,
         // Pool-level objects rbdfs only probes.
-        "remove_child" | "mirror_image_get" => {
+        "mirror_image_get" => {
             obj.check_exists()?;
             return Err(libc::ENOENT);
         }
@@ -173,6 +224,7 @@ pub fn call(
         // Format 1 (NAME.rbd)
         "snap_add" => v1_snap_add(obj, d)?,
         "snap_remove" => v1_snap_remove(obj, d)?,
+        "snap_rename" => v1_snap_rename(obj, d)?,
         "snap_list" => {
             done(d)?;
             let h = v1_header(obj)?;
@@ -655,13 +707,120 @@ fn child_link(obj: &mut ClsObject, d: &mut Decoder<'_>, attach: bool) -> ClsResu
         }
     }
     snap.record.child_count = children.len() as u32;
-    let mut e = Encoder::new();
-    e.u32(children.len() as u32);
-    for c in &children {
-        e.string(c);
+    if children.is_empty() {
+        obj.omap.remove(&key);
+    } else {
+        let mut e = Encoder::new();
+        e.u32(children.len() as u32);
+        for c in &children {
+            e.string(c);
+        }
+        obj.omap_set(&key, e.finish());
     }
-    obj.omap_set(&key, e.finish());
     obj.omap_set(&snap_key(snap_id), snap.encode());
+    // cls_rbd: the parent carries CLONE_PARENT while any snapshot has
+    // clone-v2 children.
+    let in_use = snapshots(obj)?.iter().any(|s| s.record.child_count > 0);
+    let bit = if in_use { OP_FEATURE_CLONE_PARENT } else { 0 };
+    set_op_features(obj, bit, OP_FEATURE_CLONE_PARENT)?;
+    Ok(Vec::new())
+}
+
+/// cls_rbd's `set_op_features`: the `op_features` key, and the
+/// `operations` feature bit while any op feature is set.
+fn set_op_features(obj: &mut ClsObject, value: u64, mask: u64) -> ClsResult<()> {
+    obj.check_exists()?;
+    let old = opt_u64(obj, "op_features")?.unwrap_or(0);
+    let new = (old & !mask) | (value & mask);
+    let features = header_u64(obj, "features")?;
+    let features = if new == 0 {
+        let _ = obj.omap.remove("op_features");
+        features & !FEATURE_OPERATIONS
+    } else {
+        obj.omap_set("op_features", u64_reply(new));
+        features | FEATURE_OPERATIONS
+    };
+    obj.omap_set("features", u64_reply(features));
+    Ok(())
+}
+
+/// `snapshot_rename`: u64 snap id, new name. EEXIST when a user snapshot
+/// has the name, ENOENT for an unknown id.
+fn snapshot_rename(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>> {
+    let id = d.u64().map_err(bad_input)?;
+    let name = d.string().map_err(bad_input)?;
+    done(d)?;
+    obj.check_exists()?;
+    if snapshots(obj)?
+        .iter()
+        .any(|s| s.record.namespace.is_user() && s.record.name == name)
+    {
+        return Err(libc::EEXIST);
+    }
+    let mut snap = read_snap(obj, id)?;
+    snap.record.name = name;
+    obj.omap_set(&snap_key(id), snap.encode());
+    Ok(Vec::new())
+}
+
+/// `set_protection_status`: u64 snap id, u8 status (0..=2). Needs
+/// layering (ENOEXEC).
+fn set_protection_status(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>> {
+    let id = d.u64().map_err(bad_input)?;
+    let status = d.u8().map_err(bad_input)?;
+    done(d)?;
+    require_feature(obj, FEATURE_LAYERING)?;
+    if status > 2 {
+        return Err(libc::EINVAL);
+    }
+    let mut snap = read_snap(obj, id)?;
+    snap.protection = status;
+    obj.omap_set(&snap_key(id), snap.encode());
+    Ok(Vec::new())
+}
+
+/// `add_child`, `remove_child`, `get_children` on `rbd_children`: the
+/// parent key (pool, image id, snap id) maps to a set of child ids.
+fn v1_children(method: &str, obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>> {
+    let pool = d.u64().map_err(bad_input)?;
+    let image = d.string().map_err(bad_input)?;
+    let snap = d.u64().map_err(bad_input)?;
+    let child = if method == "get_children" {
+        None
+    } else {
+        Some(d.string().map_err(bad_input)?)
+    };
+    done(d)?;
+    let key = format!("children_{pool}_{image}_{snap:016x}");
+    let mut children: Vec<String> = match obj.omap.get(&key) {
+        Some(raw) => decode_get_children(raw).map_err(corrupt)?,
+        None => Vec::new(),
+    };
+    match (method, child) {
+        ("add_child", Some(c)) => {
+            if children.contains(&c) {
+                return Err(libc::EEXIST);
+            }
+            children.push(c);
+            children.sort();
+        }
+        ("remove_child", Some(c)) => {
+            let i = children.iter().position(|x| *x == c).ok_or(libc::ENOENT)?;
+            children.remove(i);
+        }
+        _ => {
+            if children.is_empty() {
+                return Err(libc::ENOENT);
+            }
+            return Ok(encode_get_children_reply(&children));
+        }
+    }
+    if children.is_empty() {
+        obj.omap.remove(&key);
+        obj.changed = true;
+    } else {
+        obj.omap_set(&key, encode_get_children_reply(&children));
+    }
     Ok(Vec::new())
 }
 
@@ -773,6 +932,24 @@ fn v1_snap_remove(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>
         .position(|s| s.name == name)
         .ok_or(libc::ENOENT)?;
     h.snapshots.remove(i);
+    obj.write_full(h.encode());
+    Ok(Vec::new())
+}
+
+fn v1_snap_rename(obj: &mut ClsObject, d: &mut Decoder<'_>) -> ClsResult<Vec<u8>> {
+    let id = d.u64().map_err(bad_input)?;
+    let name = d.string().map_err(bad_input)?;
+    done(d)?;
+    let mut h = v1_header(obj)?;
+    if h.snapshots.iter().any(|s| s.name == name) {
+        return Err(libc::EEXIST);
+    }
+    let s = h
+        .snapshots
+        .iter_mut()
+        .find(|s| s.id == id)
+        .ok_or(libc::ENOENT)?;
+    s.name = name;
     obj.write_full(h.encode());
     Ok(Vec::new())
 }
