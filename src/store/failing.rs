@@ -256,6 +256,32 @@ impl ObjectStore for FailingStore {
     fn pool_id(&self) -> i64 {
         self.inner.pool_id()
     }
+
+    fn namespace(&self) -> String {
+        self.inner.namespace()
+    }
+
+    fn pool_in_namespace(
+        &self,
+        pool_id: i64,
+        namespace: &str,
+    ) -> StoreResult<Arc<dyn ObjectStore>> {
+        self.check(Op::PoolById, "pool_in_namespace", "")?;
+        self.inner.pool_in_namespace(pool_id, namespace)
+    }
+
+    fn pool_name(&self) -> String {
+        self.inner.pool_name()
+    }
+
+    fn list_pools(&self) -> StoreResult<Vec<PoolEntry>> {
+        self.inner.list_pools()
+    }
+
+    fn pool_by_name(&self, name: &str, namespace: &str) -> StoreResult<Arc<dyn ObjectStore>> {
+        self.check(Op::PoolById, "pool_by_name", "")?;
+        self.inner.pool_by_name(name, namespace)
+    }
 }
 
 #[cfg(test)]
