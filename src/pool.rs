@@ -14,6 +14,7 @@ use crate::image::admin::{self, CreateOptions};
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
 
+pub mod namespaces;
 #[cfg(test)]
 mod tests;
 

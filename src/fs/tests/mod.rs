@@ -5,6 +5,7 @@
 mod diff;
 mod faults;
 mod model;
+mod scopes;
 
 use std::ffi::OsStr;
 use std::sync::Arc;
