@@ -457,7 +457,10 @@ impl MultiFs {
                 all.push((ino, dir, ".".into()));
                 all.push((ino, dir, "..".into()));
                 for p in self.rbd_pools()? {
-                    let s = self.scope(p.id, "", ROOT)?;
+                    // Deleted since the listing: not shown.
+                    let Ok(s) = self.scope(p.id, "", ROOT) else {
+                        continue;
+                    };
                     // A pool we may not read is left out (one log line).
                     match s.pool.list() {
                         Err(e) if is_denied(&e) => {
