@@ -14,6 +14,7 @@ use crate::image::admin::{self, CreateOptions};
 use crate::image::{Image, ImageError, ImageResult};
 use crate::store::{ObjectStore, StoreError};
 
+pub mod namespaces;
 #[cfg(test)]
 mod tests;
 
@@ -211,7 +212,20 @@ impl Pool {
         child: &str,
         create: &CreateOptions,
     ) -> ImageResult<()> {
-        if self.only.is_some() {
+        self.clone_image_into(self, parent, snap, child, create)
+    }
+
+    /// Clones PARENT@SNAP of this pool into image `child` of `target` (this
+    /// pool, or another pool or namespace of the same cluster).
+    pub fn clone_image_into(
+        &self,
+        target: &Pool,
+        parent: &str,
+        snap: &str,
+        child: &str,
+        create: &CreateOptions,
+    ) -> ImageResult<()> {
+        if self.only.is_some() || target.only.is_some() {
             return Err(ImageError::ReadOnly {
                 image: child.to_string(),
                 reason: "mounted with --image: no other image can be created".into(),
@@ -225,8 +239,13 @@ impl Pool {
                 snap: snap.to_string(),
             });
         }
-        let clone_format = admin::default_clone_format(&*self.store, parent)?;
-        if clone_format == 1 && info.id.is_some() && !image.snap_is_protected(snap)? {
+        let clone_format = admin::default_clone_format(&*target.store, parent)?;
+        let crosses_namespaces = self.store.namespace() != target.store.namespace();
+        if clone_format == 1
+            && !crosses_namespaces
+            && info.id.is_some()
+            && !image.snap_is_protected(snap)?
+        {
             image.snap_set_protected(snap, true)?;
         }
         let info = image.refresh()?;
@@ -237,7 +256,7 @@ impl Pool {
             data_pool: create.data_pool,
         };
         admin::clone_image(
-            &*self.store,
+            &*target.store,
             &*self.store,
             &info,
             parent,

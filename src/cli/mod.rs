@@ -22,12 +22,12 @@ use fuser::{Config, MountOption};
 use log::{error, info, warn};
 
 use crate::cache::Cache;
-use crate::fs::{FsOptions, FuseFs, RbdFs};
-use crate::pool::Pool;
+use crate::fs::{FsOptions, FuseFs, MultiFs};
 use crate::store::rados::RadosCluster;
 
 mod fstab;
 mod options;
+mod source;
 
 pub use fstab::expand_mount_options;
 pub use options::{MountArgs, MountConfig, MountOptions, ObjectSize, options_table};
@@ -230,19 +230,33 @@ fn fuse_config(cfg: &MountConfig) -> Config {
 /// daemon's pipe to its waiting parent: it gets "K" once the mount is live,
 /// then stdio is detached.
 fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
-    let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
-    let store = Arc::new(cluster.open_pool(&cfg.pool).map_err(|e| e.to_string())?);
-    let cache = Cache::new(cfg.cache.clone());
-    let pool = Arc::new(Pool::new(store, cache, cfg.image.clone()));
-    // One round trip now, so a pool we cannot read fails the mount rather
-    // than every later `ls`.
-    pool.list()
-        .map_err(|e| format!("cannot list images in pool '{}': {e}", cfg.pool))?;
-    if let Some(image) = &cfg.image {
-        pool.image(image).map_err(|e| e.to_string())?;
+    let source = source::Source::parse(&cfg.pool)?;
+    if source == source::Source::Cluster && cfg.image.is_some() {
+        return Err("--image needs a POOL or POOL/NAMESPACE source".into());
     }
-    let fs = RbdFs::new(
-        pool.clone(),
+    let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
+    let store: Arc<dyn crate::store::ObjectStore> = match &source {
+        source::Source::Pool(pool) => Arc::new(cluster.open_pool(pool).map_err(|e| e.to_string())?),
+        source::Source::Namespace(pool, ns) => Arc::new(
+            cluster
+                .open_pool_in_namespace(pool, ns)
+                .map_err(|e| e.to_string())?,
+        ),
+        source::Source::Cluster => {
+            // Any pool's handle will do to list and open the others.
+            let pools = cluster
+                .list_pools()
+                .map_err(|e| format!("cannot list the cluster's pools: {e}"))?;
+            let first = pools.first().ok_or("the cluster has no pools")?;
+            Arc::new(cluster.open_pool(&first.name).map_err(|e| e.to_string())?)
+        }
+    };
+    let cache = Cache::new(cfg.cache.clone());
+    let fs = Arc::new(MultiFs::new(
+        source.kind(cfg.image.is_some()),
+        store,
+        cache,
+        cfg.image.clone(),
         FsOptions {
             read_only: cfg.read_only,
             fixed_size: cfg.fixed_size,
@@ -250,11 +264,15 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
             uid: cfg.uid,
             gid: cfg.gid,
         },
-    );
-    let mut session = fuser::Session::new(FuseFs::new(fs), &cfg.mountpoint, &fuse_config(cfg))
-        .map_err(|e| format!("cannot mount on {}: {e}", cfg.mountpoint.display()))?;
+    ));
+    // One round trip now, so a pool we cannot read fails the mount rather
+    // than every later `ls`.
+    fs.check_mount()?;
+    let mut session =
+        fuser::Session::new(FuseFs::new(fs.clone()), &cfg.mountpoint, &fuse_config(cfg))
+            .map_err(|e| format!("cannot mount on {}: {e}", cfg.mountpoint.display()))?;
     info!(
-        "mounted pool {} on {}{}",
+        "mounted {} on {}{}",
         cfg.pool,
         cfg.mountpoint.display(),
         if cfg.read_only { " (read-only)" } else { "" }
@@ -276,7 +294,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
         result = Ok(());
     }
     // Unmounted: whatever is still dirty goes to RADOS before we exit.
-    let flushed = pool.close_all();
+    let flushed = fs.close_all();
     info!("unmounted {}", cfg.mountpoint.display());
     flushed.map_err(|e| format!("write-back at unmount failed: {e}"))?;
     result.map_err(|e| format!("FUSE session failed: {e}"))

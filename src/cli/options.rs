@@ -163,7 +163,8 @@ pub struct MountArgs {
     /// and ignored.
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
-    /// The pool whose images to show.
+    /// What to show: POOL, POOL/NAMESPACE, or / (every pool with the rbd
+    /// application).
     pub pool: String,
     /// Where to mount it.
     pub mountpoint: PathBuf,

@@ -4,6 +4,7 @@
 //! outcomes (ENOENT, EEXIST, ENOSPC, EROFS...), warn for the rest.
 
 use std::ffi::OsStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -14,23 +15,23 @@ use fuser::{
 };
 use log::{debug, warn};
 
-use super::{Attr, Errno, FileKind, Opened, RbdFs, Xattr};
+use super::{Attr, Errno, FileKind, MultiFs, Opened, Xattr};
 
 /// How long the kernel may cache names and attributes. Short, because
 /// other clients resize images and take snapshots.
 const TTL: Duration = Duration::from_secs(1);
 
-/// [`RbdFs`] served over FUSE.
+/// [`MultiFs`] (one or more pools' [`super::RbdFs`]) served over FUSE.
 pub struct FuseFs {
-    fs: RbdFs,
+    fs: Arc<MultiFs>,
 }
 
 impl FuseFs {
-    pub fn new(fs: RbdFs) -> FuseFs {
+    pub fn new(fs: Arc<MultiFs>) -> FuseFs {
         FuseFs { fs }
     }
 
-    pub fn fs(&self) -> &RbdFs {
+    pub fn fs(&self) -> &MultiFs {
         &self.fs
     }
 }

@@ -19,6 +19,7 @@ mod handles;
 mod inodes;
 mod names;
 mod ops;
+mod scopes;
 mod tree;
 mod usage;
 mod workflows;
@@ -42,6 +43,7 @@ pub use self::names::{
     DIFF_DIR, DIFF_FULL, DIFF_SINCE, NAME_MAX, SNAP_DIR, file_name, is_file_name,
 };
 pub use self::ops::{Attr, DirEntry, FileKind, Opened, StatFs, Xattr};
+pub use self::scopes::{MountKind, MultiFs, NS_DIR};
 use self::usage::UsageState;
 use crate::image::Image;
 use crate::image::admin::CreateOptions;

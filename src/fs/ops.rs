@@ -487,22 +487,35 @@ impl RbdFs {
     /// root; makes image NAME a clone of PARENT@SNAP as `rbd clone` does.
     /// Anything else: EPERM.
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> Result<Attr, Errno> {
-        if self.opts.read_only {
+        self.link_into(ino, self, newparent, newname)
+    }
+
+    /// [`link`](Self::link) with the new name in `target`'s root: the
+    /// same file system, or another pool's or namespace's of the mount (a
+    /// clone whose parent lives elsewhere). The attributes are `target`'s.
+    pub fn link_into(
+        &self,
+        ino: u64,
+        target: &RbdFs,
+        newparent: u64,
+        newname: &OsStr,
+    ) -> Result<Attr, Errno> {
+        if self.opts.read_only || target.opts.read_only {
             return Err(Errno::EROFS);
         }
         let (parent, snap) = match self.node(ino)? {
             Node::Snap(parent, snap) => (parent, snap),
             _ => return Err(Errno::EPERM),
         };
-        if self.node(newparent)? != Node::Root {
+        if target.node(newparent)? != Node::Root {
             return Err(Errno::EPERM);
         }
         let child = file_name(newname).ok_or(Errno::EINVAL)?;
         if child == SNAP_DIR {
             return Err(Errno::EEXIST);
         }
-        self.clone_image(&parent, &snap, child)?;
-        self.entry(Node::Image(child.to_string()))
+        self.clone_image(&parent, &snap, target, child)?;
+        target.entry(Node::Image(child.to_string()))
     }
 
     pub fn listxattr(&self, ino: u64, size: u32) -> Result<Xattr, Errno> {

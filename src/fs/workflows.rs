@@ -64,9 +64,18 @@ impl RbdFs {
     }
 
     /// `ln .snap/PARENT/SNAP CHILD`.
-    pub(super) fn clone_image(&self, parent: &str, snap: &str, child: &str) -> Result<(), Errno> {
+    /// Clones PARENT@SNAP of this file system's pool into `target`'s (the
+    /// same, or another pool or namespace of the mount), with `target`'s
+    /// creation options.
+    pub(super) fn clone_image(
+        &self,
+        parent: &str,
+        snap: &str,
+        target: &RbdFs,
+        child: &str,
+    ) -> Result<(), Errno> {
         self.pool
-            .clone_image(parent, snap, child, &self.opts.create)
+            .clone_image_into(&target.pool, parent, snap, child, &target.opts.create)
             .map_err(|e| Errno::image(&format!("clone {parent}@{snap} to {child}"), &e))
     }
 

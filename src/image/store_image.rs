@@ -238,23 +238,16 @@ impl StoreImage {
         if let Some(p) = slot.as_ref() {
             return Ok(Some(p.clone()));
         }
-        if self.depth >= MAX_PARENT_DEPTH || !parent.spec.pool_namespace.is_empty() {
+        if self.depth >= MAX_PARENT_DEPTH {
             return Err(ImageError::Unsupported {
                 image: self.name.clone(),
-                reason: format!(
-                    "parent {:?} is {}",
-                    parent.spec,
-                    if self.depth >= MAX_PARENT_DEPTH {
-                        "too deep a chain"
-                    } else {
-                        "in a pool namespace"
-                    }
-                ),
+                reason: format!("parent {:?} is too deep a chain", parent.spec),
             });
         }
+        // The parent may be in any pool and namespace (the spec says which).
         let store = self
             .store
-            .pool_by_id(parent.spec.pool_id)
+            .pool_in_namespace(parent.spec.pool_id, &parent.spec.pool_namespace)
             .map_err(|e| self.store_err(e))?;
         let header = HeaderRef::V2 {
             name: format!("{} (parent of {})", parent.spec.image_id, self.name),

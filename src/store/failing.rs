@@ -269,6 +269,32 @@ impl ObjectStore for FailingStore {
     fn min_compat_client(&self) -> StoreResult<i8> {
         self.inner.min_compat_client()
     }
+
+    fn namespace(&self) -> String {
+        self.inner.namespace()
+    }
+
+    fn pool_in_namespace(
+        &self,
+        pool_id: i64,
+        namespace: &str,
+    ) -> StoreResult<Arc<dyn ObjectStore>> {
+        self.check(Op::PoolById, "pool_in_namespace", "")?;
+        self.inner.pool_in_namespace(pool_id, namespace)
+    }
+
+    fn pool_name(&self) -> String {
+        self.inner.pool_name()
+    }
+
+    fn list_pools(&self) -> StoreResult<Vec<PoolEntry>> {
+        self.inner.list_pools()
+    }
+
+    fn pool_by_name(&self, name: &str, namespace: &str) -> StoreResult<Arc<dyn ObjectStore>> {
+        self.check(Op::PoolById, "pool_by_name", "")?;
+        self.inner.pool_by_name(name, namespace)
+    }
 }
 
 #[cfg(test)]

@@ -48,15 +48,28 @@ pub const MEMORY_GID: u64 = 4242;
 /// errno librados gives a blocklisted client (EBLOCKLISTED = ESHUTDOWN).
 pub const EBLOCKLISTED: i32 = libc::ESHUTDOWN;
 
+/// The objects of one (pool, RADOS namespace).
 struct PoolState {
     id: i64,
+    namespace: String,
     objects: Mutex<HashMap<String, Object>>,
+}
+
+impl PoolState {
+    fn new(id: i64, namespace: &str) -> Arc<PoolState> {
+        Arc::new(PoolState {
+            id,
+            namespace: namespace.to_string(),
+            objects: Mutex::new(HashMap::new()),
+        })
+    }
 }
 
 struct Watcher {
     gid: u64,
     oid: String,
     pool: i64,
+    namespace: String,
     callback: Arc<WatchCallback>,
 }
 
@@ -77,7 +90,13 @@ impl ClientState {
 
 /// The shared state of an in-memory cluster: pools, watches, blocklist.
 pub struct MemoryCluster {
+    /// The default namespace of each pool.
     pools: Mutex<BTreeMap<i64, Arc<PoolState>>>,
+    /// Other namespaces, made on first use (RADOS namespaces need no
+    /// creation).
+    namespaced: Mutex<HashMap<(i64, String), Arc<PoolState>>>,
+    /// Each pool's name and enabled applications.
+    pool_meta: Mutex<BTreeMap<i64, (String, Vec<String>)>>,
     /// Self-managed snap ids; one counter for the cluster is enough.
     next_snap: AtomicU64,
     watchers: Arc<Mutex<HashMap<u64, Watcher>>>,
@@ -96,6 +115,8 @@ impl MemoryCluster {
     pub fn new() -> Arc<MemoryCluster> {
         let cluster = Arc::new(MemoryCluster {
             pools: Mutex::new(BTreeMap::new()),
+            namespaced: Mutex::new(HashMap::new()),
+            pool_meta: Mutex::new(BTreeMap::new()),
             next_snap: AtomicU64::new(1),
             watchers: Arc::new(Mutex::new(HashMap::new())),
             next_watch: AtomicU64::new(1),
@@ -105,7 +126,7 @@ impl MemoryCluster {
             config: Mutex::new(HashMap::new()),
             min_compat: std::sync::atomic::AtomicI8::new(16),
         });
-        cluster.create_pool();
+        cluster.create_named_pool("rbd", &["rbd"]);
         cluster
     }
 
@@ -122,17 +143,43 @@ impl MemoryCluster {
     }
 
     /// Adds a pool; returns its id (0, 1, 2, ...).
+    /// Adds a pool (named `poolID`, application `rbd`); returns its id (0,
+    /// 1, 2, ...).
     pub fn create_pool(&self) -> i64 {
+        let id = self.pools.lock().keys().next_back().map_or(0, |&k| k + 1);
+        self.create_named_pool(&format!("pool{id}"), &["rbd"])
+    }
+
+    /// Adds pool `name` with these applications enabled; returns its id.
+    pub fn create_named_pool(&self, name: &str, applications: &[&str]) -> i64 {
         let mut pools = self.pools.lock();
         let id = pools.keys().next_back().map_or(0, |&k| k + 1);
-        pools.insert(
-            id,
-            Arc::new(PoolState {
-                id,
-                objects: Mutex::new(HashMap::new()),
-            }),
-        );
+        pools.insert(id, PoolState::new(id, ""));
+        let apps = applications.iter().map(|a| a.to_string()).collect();
+        self.pool_meta.lock().insert(id, (name.to_string(), apps));
         id
+    }
+
+    /// Deletes a pool: it is no longer listed or opened by id or name
+    /// (handles already made keep their objects, unlike RADOS).
+    pub fn delete_pool(&self, id: i64) {
+        self.pools.lock().remove(&id);
+        self.pool_meta.lock().remove(&id);
+        self.namespaced.lock().retain(|(p, _), _| *p != id);
+    }
+
+    /// The objects of (pool, namespace), if the pool exists.
+    fn pool_state(&self, id: i64, namespace: &str) -> Option<Arc<PoolState>> {
+        let default = self.pools.lock().get(&id).cloned()?;
+        if namespace.is_empty() {
+            return Some(default);
+        }
+        let mut ns = self.namespaced.lock();
+        Some(
+            ns.entry((id, namespace.to_string()))
+                .or_insert_with(|| PoolState::new(id, namespace))
+                .clone(),
+        )
     }
 
     /// A new client (its own instance id and address) on pool 0.
@@ -152,12 +199,7 @@ impl MemoryCluster {
         Arc::new(MemoryStore {
             cluster: self.clone(),
             client,
-            pool: pool.unwrap_or_else(|| {
-                Arc::new(PoolState {
-                    id: 0,
-                    objects: Mutex::new(HashMap::new()),
-                })
-            }),
+            pool: pool.unwrap_or_else(|| PoolState::new(0, "")),
         })
     }
 
@@ -491,6 +533,7 @@ impl ObjectStore for MemoryStore {
                 gid: self.client.gid,
                 oid: oid.to_string(),
                 pool: self.pool.id,
+                namespace: self.pool.namespace.clone(),
                 callback: Arc::new(callback),
             },
         );
@@ -511,7 +554,9 @@ impl ObjectStore for MemoryStore {
             .watchers
             .lock()
             .iter()
-            .filter(|(_, w)| w.oid == oid && w.pool == self.pool.id)
+            .filter(|(_, w)| {
+                w.oid == oid && w.pool == self.pool.id && w.namespace == self.pool.namespace
+            })
             .map(|(id, w)| (w.gid, *id, w.callback.clone()))
             .collect();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -587,8 +632,60 @@ impl ObjectStore for MemoryStore {
     }
 
     fn pool_by_id(&self, pool_id: i64) -> StoreResult<Arc<dyn ObjectStore>> {
+        self.pool_in_namespace(pool_id, &self.pool.namespace)
+    }
+
+    fn pool_id(&self) -> i64 {
+        self.pool.id
+    }
+
+    fn namespace(&self) -> String {
+        self.pool.namespace.clone()
+    }
+
+    fn pool_name(&self) -> String {
+        let meta = self.cluster.pool_meta.lock();
+        meta.get(&self.pool.id)
+            .map_or_else(|| self.pool.id.to_string(), |m| m.0.clone())
+    }
+
+    fn list_pools(&self) -> StoreResult<Vec<PoolEntry>> {
+        self.alive("list_pools", "")?;
+        let meta = self.cluster.pool_meta.lock();
+        Ok(meta
+            .iter()
+            .map(|(&id, (name, apps))| PoolEntry {
+                id,
+                name: name.clone(),
+                applications: apps.clone(),
+            })
+            .collect())
+    }
+
+    fn pool_by_name(&self, name: &str, namespace: &str) -> StoreResult<Arc<dyn ObjectStore>> {
+        let id = self
+            .cluster
+            .pool_meta
+            .lock()
+            .iter()
+            .find(|(_, m)| m.0 == name)
+            .map(|(&id, _)| id);
+        match id {
+            Some(id) => self.pool_in_namespace(id, namespace),
+            None => Err(StoreError::NotFound {
+                op: "pool_by_name",
+                oid: name.to_string(),
+            }),
+        }
+    }
+
+    fn pool_in_namespace(
+        &self,
+        pool_id: i64,
+        namespace: &str,
+    ) -> StoreResult<Arc<dyn ObjectStore>> {
         self.alive("pool_by_id", "")?;
-        let pool = self.cluster.pools.lock().get(&pool_id).cloned();
+        let pool = self.cluster.pool_state(pool_id, namespace);
         match pool {
             Some(pool) => Ok(Arc::new(MemoryStore {
                 cluster: self.cluster.clone(),
@@ -600,10 +697,6 @@ impl ObjectStore for MemoryStore {
                 oid: pool_id.to_string(),
             }),
         }
-    }
-
-    fn pool_id(&self) -> i64 {
-        self.pool.id
     }
 
     fn snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> StoreResult<()> {

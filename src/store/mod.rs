@@ -90,6 +90,22 @@ pub struct Usage {
     pub pool_objects: u64,
 }
 
+/// One pool of the cluster, as [`ObjectStore::list_pools`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolEntry {
+    pub id: i64,
+    pub name: String,
+    /// Applications enabled on the pool (`rbd`, `rgw`, `cephfs`, ...).
+    pub applications: Vec<String>,
+}
+
+impl PoolEntry {
+    /// Whether the `rbd` application is enabled (`rbd pool init`).
+    pub fn is_rbd(&self) -> bool {
+        self.applications.iter().any(|a| a == "rbd")
+    }
+}
+
 /// What a watch reports.
 #[derive(Debug)]
 pub enum WatchEvent<'a> {
@@ -209,6 +225,58 @@ pub trait ObjectStore: Send + Sync {
     /// clone format by.
     fn min_compat_client(&self) -> StoreResult<i8> {
         Ok(16)
+    }
+
+    /// The RADOS namespace every operation of this handle is in (`""`:
+    /// the default namespace). [`ObjectStore::pool_by_id`] keeps it, as
+    /// librbd keeps an image's namespace in its data pool.
+    fn namespace(&self) -> String {
+        String::new()
+    }
+
+    /// Pool `pool_id` in namespace `namespace` (clone parents, which may
+    /// live in any pool and namespace; other namespaces of this pool).
+    fn pool_in_namespace(
+        &self,
+        pool_id: i64,
+        namespace: &str,
+    ) -> StoreResult<std::sync::Arc<dyn ObjectStore>> {
+        if namespace == self.namespace() {
+            return self.pool_by_id(pool_id);
+        }
+        Err(StoreError::Errno {
+            op: "pool_in_namespace",
+            oid: format!("{pool_id}/{namespace}"),
+            errno: libc::EOPNOTSUPP,
+        })
+    }
+
+    /// This pool's name.
+    fn pool_name(&self) -> String {
+        self.pool_id().to_string()
+    }
+
+    /// The pools of the cluster as of the latest OSD map, with the
+    /// applications enabled on each.
+    fn list_pools(&self) -> StoreResult<Vec<PoolEntry>> {
+        Err(StoreError::Errno {
+            op: "list_pools",
+            oid: String::new(),
+            errno: libc::EOPNOTSUPP,
+        })
+    }
+
+    /// Pool `name` of the same cluster, in namespace `namespace`.
+    fn pool_by_name(
+        &self,
+        name: &str,
+        namespace: &str,
+    ) -> StoreResult<std::sync::Arc<dyn ObjectStore>> {
+        Err(StoreError::Errno {
+            op: "pool_by_name",
+            oid: format!("{name}/{namespace}"),
+            errno: libc::EOPNOTSUPP,
+        })
     }
 
     /// Reads a whole small object at the head, bounded by

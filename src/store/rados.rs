@@ -63,6 +63,13 @@ mod pool_stat_ffi {
             min_compat_client: *mut i8,
             require_min_compat_client: *mut i8,
         ) -> libc::c_int;
+        /// Not in the `ceph` crate's bindings (librados 12+): the
+        /// applications enabled on the pool, NUL-separated.
+        pub fn rados_application_list(
+            io: ceph::rados::rados_ioctx_t,
+            values: *mut libc::c_char,
+            values_len: *mut libc::size_t,
+        ) -> libc::c_int;
     }
 }
 
@@ -235,6 +242,105 @@ impl RadosCluster {
     }
 }
 
+/// Sets the RADOS namespace of a context nobody uses yet.
+fn set_namespace(io: &IoCtx, namespace: &str) -> StoreResult<()> {
+    let ns = oid_c(namespace)?;
+    // SAFETY: `io.0` is a live context not yet shared (no I/O in flight on
+    // it); `ns` is a NUL-terminated CString, copied by librados.
+    unsafe { rados_ioctx_set_namespace(io.0, ns.as_ptr()) };
+    Ok(())
+}
+
+/// Splits a librados list of NUL-terminated strings.
+fn nul_separated(buf: &[u8]) -> Vec<String> {
+    buf.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+impl RadosCluster {
+    /// Pool `pool` with every context in RADOS namespace `namespace` (`""`:
+    /// the default one).
+    pub fn open_pool_in_namespace(
+        self: &Arc<Self>,
+        pool: &str,
+        namespace: &str,
+    ) -> Result<RadosPool, ConnectError> {
+        let mut p = self.open_pool(pool)?;
+        if !namespace.is_empty() {
+            set_namespace(&p.base, namespace).map_err(|_| ConnectError::Nul(namespace.into()))?;
+            p.namespace = namespace.to_string();
+        }
+        Ok(p)
+    }
+
+    /// Every pool of the latest OSD map (asked of the monitor first, so a
+    /// pool made a moment ago is there), with its applications.
+    pub fn list_pools(self: &Arc<Self>) -> StoreResult<Vec<PoolEntry>> {
+        // SAFETY: `self.handle` is a connected cluster handle, valid until
+        // Drop.
+        let rc = unsafe { rados_wait_for_latest_osdmap(self.handle) };
+        check("wait_for_latest_osdmap", "", rc)?;
+        let mut cap = 4096usize;
+        let names = loop {
+            let mut buf = vec![0u8; cap];
+            // SAFETY: `buf` is `cap` bytes, the most librados writes; the
+            // handle is live.
+            let rc = unsafe { rados_pool_list(self.handle, buf.as_mut_ptr() as *mut c_char, cap) };
+            let need = check("pool_list", "", rc)? as usize;
+            if need > cap {
+                cap = need;
+                continue;
+            }
+            buf.truncate(need);
+            break nul_separated(&buf);
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let pool = match self.open_pool(&name) {
+                Ok(p) => p,
+                // Deleted since the listing.
+                Err(ConnectError::NoPool { .. }) => continue,
+                Err(e) => {
+                    return Err(StoreError::Errno {
+                        op: "pool_list",
+                        oid: e.to_string(),
+                        errno: libc::EIO,
+                    });
+                }
+            };
+            let mut cap = 256usize;
+            let applications = loop {
+                let mut buf = vec![0u8; cap];
+                let mut len = cap;
+                // SAFETY: `pool.base` is a live context; `buf` is `len` bytes
+                // and `len` a valid in/out pointer.
+                let rc = unsafe {
+                    pool_stat_ffi::rados_application_list(
+                        pool.base.0,
+                        buf.as_mut_ptr() as *mut c_char,
+                        &mut len,
+                    )
+                };
+                if rc == -libc::ERANGE && len > cap && len < (1 << 20) {
+                    cap = len;
+                    continue;
+                }
+                check("application_list", &name, rc)?;
+                buf.truncate(len.min(cap));
+                break nul_separated(&buf);
+            };
+            out.push(PoolEntry {
+                id: pool.id,
+                name,
+                applications,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// One librados I/O context; destroyed when the last user drops it.
 struct IoCtx(rados_ioctx_t);
 // SAFETY: librados I/O contexts are thread-safe for I/O; the settings that
@@ -254,6 +360,8 @@ impl Drop for IoCtx {
 pub struct RadosPool {
     name: String,
     id: i64,
+    /// The RADOS namespace every context of this handle is set to.
+    namespace: String,
     /// Head reads, metadata and cls calls: no snap id, empty snap context.
     base: Arc<IoCtx>,
     writers: Mutex<LruCache<SnapContext, Arc<IoCtx>>>,
@@ -299,6 +407,7 @@ impl RadosPool {
             cluster,
             name: String::from_utf8_lossy(&name_buf).into_owned(),
             id,
+            namespace: String::new(),
             base: Arc::new(io),
             writers: Mutex::new(LruCache::new(cap)),
             readers: Mutex::new(LruCache::new(cap)),
@@ -307,7 +416,9 @@ impl RadosPool {
 
     /// Another handle on the same pool (its own snap-context contexts).
     fn clone_handle(&self) -> StoreResult<RadosPool> {
-        Ok(RadosPool::from_ctx(self.cluster.clone(), self.new_ctx()?))
+        let mut pool = RadosPool::from_ctx(self.cluster.clone(), self.new_ctx()?);
+        pool.namespace = self.namespace.clone();
+        Ok(pool)
     }
 
     pub fn name(&self) -> &str {
@@ -326,7 +437,9 @@ impl RadosPool {
         let rc = unsafe { rados_ioctx_create(self.cluster.handle, name.as_ptr(), &mut io) };
         check("ioctx_create", &self.name, rc)?;
         full_try(io);
-        Ok(IoCtx(io))
+        let io = IoCtx(io);
+        set_namespace(&io, &self.namespace)?;
+        Ok(io)
     }
 
     /// The whole object and the version it had when read.
@@ -785,12 +898,70 @@ impl ObjectStore for RadosPool {
         let rc = unsafe { rados_ioctx_create2(self.cluster.handle, pool_id, &mut io) };
         check("ioctx_create2", &pool_id.to_string(), rc)?;
         full_try(io);
-        let pool = RadosPool::from_ctx(self.cluster.clone(), IoCtx(io));
+        let io = IoCtx(io);
+        // librbd's data pools (and our pool_by_id users) keep the image's
+        // namespace.
+        set_namespace(&io, &self.namespace)?;
+        let mut pool = RadosPool::from_ctx(self.cluster.clone(), io);
+        pool.namespace = self.namespace.clone();
         Ok(Arc::new(pool))
     }
 
     fn pool_id(&self) -> i64 {
         self.id
+    }
+
+    fn namespace(&self) -> String {
+        self.namespace.clone()
+    }
+
+    fn pool_in_namespace(
+        &self,
+        pool_id: i64,
+        namespace: &str,
+    ) -> StoreResult<Arc<dyn ObjectStore>> {
+        let mut io: rados_ioctx_t = ptr::null_mut();
+        // SAFETY: the cluster handle is live while `self.cluster` is held;
+        // `io` is a valid out-pointer.
+        let rc = unsafe { rados_ioctx_create2(self.cluster.handle, pool_id, &mut io) };
+        check("ioctx_create2", &pool_id.to_string(), rc)?;
+        full_try(io);
+        let io = IoCtx(io);
+        set_namespace(&io, namespace)?;
+        let mut pool = RadosPool::from_ctx(self.cluster.clone(), io);
+        pool.namespace = namespace.to_string();
+        Ok(Arc::new(pool))
+    }
+
+    fn pool_name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn list_pools(&self) -> StoreResult<Vec<PoolEntry>> {
+        self.cluster.list_pools()
+    }
+
+    fn pool_by_name(&self, name: &str, namespace: &str) -> StoreResult<Arc<dyn ObjectStore>> {
+        let pool = self
+            .cluster
+            .open_pool_in_namespace(name, namespace)
+            .map_err(|e| match e {
+                ConnectError::NoPool { pool } => StoreError::NotFound {
+                    op: "pool_by_name",
+                    oid: pool,
+                },
+                ConnectError::Pool { pool, errno } => StoreError::Errno {
+                    op: "pool_by_name",
+                    oid: pool,
+                    errno,
+                },
+                other => StoreError::Errno {
+                    op: "pool_by_name",
+                    oid: other.to_string(),
+                    errno: libc::EINVAL,
+                },
+            })?;
+        Ok(Arc::new(pool))
     }
 }
 

@@ -76,6 +76,42 @@ pub fn encode_dir_list_reply(entries: &[DirEntry]) -> Vec<u8> {
     e.finish()
 }
 
+/// The pool's namespace directory (`rbd namespace ls`), in the default
+/// namespace: omap keys `name_NAMESPACE`.
+pub const RBD_NAMESPACE: &str = "rbd_namespace";
+
+/// `namespace_list` input: the name to list after, and how many at most.
+pub fn namespace_list_input(start_after: &str, max_return: u64) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.string(start_after).u64(max_return);
+    e.finish()
+}
+
+const NAMESPACE_LIST: &str = "rbd.namespace_list reply";
+
+/// `namespace_list` reply: a list of names, kept as bytes (one name that
+/// is not UTF-8 must not make the whole listing fail).
+pub fn decode_namespace_list(reply: &[u8]) -> Result<Vec<Vec<u8>>, FormatError> {
+    let mut d = Decoder::new(reply, NAMESPACE_LIST);
+    let n = d.count(4)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(d.blob()?.to_vec());
+    }
+    finish(&d, NAMESPACE_LIST)?;
+    Ok(out)
+}
+
+/// The reply `namespace_list` would give (for test doubles).
+pub fn encode_namespace_list_reply(names: &[&str]) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u32(names.len() as u32);
+    for n in names {
+        e.string(n);
+    }
+    e.finish()
+}
+
 /// `dir_get_id` input (and `dir_get_name`'s, with an id).
 pub fn dir_get_id_input(name: &str) -> Vec<u8> {
     let mut e = Encoder::new();
@@ -419,6 +455,19 @@ mod tests {
     use super::super::testutil::{hex, mutate, mutations, noise};
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn namespace_list_round_trips() {
+        let reply = encode_namespace_list_reply(&["a", "tenant-2"]);
+        let names = decode_namespace_list(&reply).unwrap();
+        assert_eq!(names, vec![b"a".to_vec(), b"tenant-2".to_vec()]);
+        assert!(decode_namespace_list(&reply[..reply.len() - 1]).is_err());
+        assert!(decode_namespace_list(&[0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert_eq!(
+            namespace_list_input("x", 5),
+            vec![1, 0, 0, 0, b'x', 5, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
 
     #[test]
     fn documented_bytes() {

@@ -5,6 +5,7 @@
 mod diff;
 mod faults;
 mod model;
+mod scopes;
 mod workflows;
 
 use std::ffi::OsStr;

@@ -68,6 +68,13 @@ pub fn clone_image(
     child: &str,
     opts: &CloneOptions,
 ) -> ImageResult<()> {
+    // As librbd: rbd_children (clone v1) cannot name another namespace.
+    if opts.clone_format == 1 && store.namespace() != parent_store.namespace() {
+        return Err(unsupported(
+            child,
+            "a clone into another namespace needs clone format 2 (clone v2 required)",
+        ));
+    }
     let Some(parent_id) = parent.id.clone() else {
         return Err(invalid(
             parent_name,
@@ -113,7 +120,7 @@ pub fn clone_image(
     create_image(store, child, s.size, &create)?;
     let spec = ParentSpec {
         pool_id: parent_store.pool_id(),
-        pool_namespace: String::new(),
+        pool_namespace: parent_store.namespace(),
         image_id: parent_id,
         snap_id: s.id,
     };
@@ -170,7 +177,7 @@ fn attach(
         parent_store,
         &parent.header_oid,
         "child_attach",
-        &child_attach_input(spec.snap_id, store.pool_id(), &child_id, ""),
+        &child_attach_input(spec.snap_id, store.pool_id(), &child_id, &store.namespace()),
     )
     .map_err(|e| store_err(child, e))?;
     Ok(())

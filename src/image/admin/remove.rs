@@ -142,9 +142,6 @@ fn clone_link(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> ImageRes
         return Ok(CloneLink::None);
     };
     let spec = parent.spec.clone();
-    if !spec.pool_namespace.is_empty() {
-        return Err(unsupported(name, "parent in a pool namespace"));
-    }
     if op_features(store, info, name)? & OP_FEATURE_CLONE_CHILD == 0 {
         return Ok(CloneLink::V1(spec));
     }
@@ -152,7 +149,7 @@ fn clone_link(store: &dyn ObjectStore, info: &ImageInfo, name: &str) -> ImageRes
     // it sits in the parent's trash and librbd removes it with its last
     // child. We do not, so leave such a clone to `rbd rm`.
     let parent_store = store
-        .pool_by_id(spec.pool_id)
+        .pool_in_namespace(spec.pool_id, &spec.pool_namespace)
         .map_err(|e| store_err(name, e))?;
     let parent_header = v2::header_object(&spec.image_id);
     match parent_store.exec(
@@ -194,9 +191,11 @@ fn detach_clone(
         .map_err(|e| store_err(name, e)),
         CloneLink::V2(spec) => {
             let parent_store = store
-                .pool_by_id(spec.pool_id)
+                .pool_in_namespace(spec.pool_id, &spec.pool_namespace)
                 .map_err(|e| store_err(name, e))?;
-            let input = child_detach_input(spec.snap_id, store.pool_id(), id, "");
+            // The child is named by its pool and namespace, as librbd
+            // attached it.
+            let input = child_detach_input(spec.snap_id, store.pool_id(), id, &store.namespace());
             ignore_enoent(parent_store.exec(
                 &v2::header_object(&spec.image_id),
                 RBD_CLASS,

@@ -9,6 +9,7 @@ mod clients;
 mod diff;
 mod faults;
 mod model;
+mod namespaces;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -33,6 +33,36 @@ pub fn call(
         "dir_remove_image" => dir_remove_image(obj, d)?,
         "dir_rename_image" => dir_rename_image(obj, d)?,
         "dir_list" => dir_list(obj, d)?,
+        // rbd_namespace (default namespace)
+        "namespace_add" | "namespace_remove" => {
+            let name = d.string().map_err(bad_input)?;
+            done(d)?;
+            let key = format!("name_{name}");
+            let exists = obj.exists() && obj.omap.contains_key(&key);
+            if method == "namespace_add" {
+                if exists {
+                    return Err(libc::EEXIST);
+                }
+                obj.omap_set(&key, Vec::new());
+            } else {
+                obj.omap_remove(&key)?;
+            }
+            Vec::new()
+        }
+        "namespace_list" => {
+            let after = d.string().map_err(bad_input)?;
+            let max = d.u64().map_err(bad_input)?;
+            done(d)?;
+            obj.check_exists()?;
+            let names: Vec<&str> = obj
+                .omap
+                .keys()
+                .filter_map(|k| k.strip_prefix("name_"))
+                .filter(|n| *n > after.as_str())
+                .take(max.min(1 << 20) as usize)
+                .collect();
+            encode_namespace_list_reply(&names)
+        }
         "dir_get_id" => {
             let name = d.string().map_err(bad_input)?;
             done(d)?;
