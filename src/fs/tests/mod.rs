@@ -5,13 +5,14 @@
 mod diff;
 mod faults;
 mod model;
+mod parts;
 mod workflows;
 
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DIFF_DIR, Errno, FsOptions, ROOT_INO, RbdFs, SNAP_DIR};
+use super::{DIFF_DIR, Errno, FsOptions, PART_DIR, ROOT_INO, RbdFs, SNAP_DIR};
 use crate::cache::{Cache, CacheConfig};
 use crate::format::v2::*;
 use crate::image::admin::CreateOptions;
