@@ -217,7 +217,7 @@ fn gpt_at(head: &[u8], disk_size: u64, sector: usize) -> Result<Table, String> {
              {sectors} sectors"
         ));
     }
-    if entry_size < GPT_ENTRY_MIN || entry_size % 8 != 0 || entry_size > SCAN_BYTES {
+    if entry_size < GPT_ENTRY_MIN || !entry_size.is_multiple_of(8) || entry_size > SCAN_BYTES {
         return Err(format!("entry size {entry_size}"));
     }
     let start = usize::try_from(entries_lba)
