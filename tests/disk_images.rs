@@ -1,7 +1,7 @@
 //! Disk-image workflows through the filesystem, with `rbd` as the oracle:
 //! clones with `ln` (clone v1 and v2), snapshot rename, protect and
 //! unprotect (`user.rbd.protected`), rollback (`user.rbd.rollback`),
-//! flatten (`user.rbd.flatten`).
+//! flatten (`user.rbd.flatten`), partitions as files (`.part`).
 
 mod common;
 
@@ -10,6 +10,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::json::Json;
 use common::*;
@@ -488,4 +490,317 @@ fn flatten_as_rbd_flatten() {
         );
         drop(mount);
     }
+}
+
+// ---------------------------------------------------------------------------
+// 5. Partitions as files
+// ---------------------------------------------------------------------------
+
+/// Runs a local tool; panics (with rbdfs's log) unless it succeeds.
+fn run(cmd: &mut Command, mount: &Mount) -> Output {
+    let desc = format!("{cmd:?}");
+    let out = run_timeout(cmd, Duration::from_secs(300)).unwrap_or_else(|e| panic!("{e}"));
+    let st = out.status;
+    assert!(
+        st.success(),
+        "{desc}: {st}: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        mount.log()
+    );
+    out
+}
+
+/// `sfdisk FILE < SCRIPT`, then what `sfdisk --json FILE` says: the
+/// partitions' (number, offset, length) in bytes.
+fn sfdisk(mount: &Mount, file: &Path, script: &str) -> Vec<(u32, u64, u64)> {
+    let dir = TempDir::new().unwrap();
+    let script_path = dir.path().join("script");
+    fs::write(&script_path, script).unwrap();
+    run(
+        Command::new("sh")
+            .args(["-c", "sfdisk -q \"$1\" < \"$2\"", "sh"])
+            .arg(file)
+            .arg(&script_path),
+        mount,
+    );
+    let out = run(Command::new("sfdisk").arg("--json").arg(file), mount);
+    let json = Json::parse(&String::from_utf8_lossy(&out.stdout));
+    let table = json.at("partitiontable");
+    let sector = table.get("sectorsize").map_or(512, |s| s.u64());
+    table
+        .at("partitions")
+        .arr()
+        .iter()
+        .map(|p| {
+            let node = p.at("node").str();
+            let digits = node.len() - node.bytes().rev().take_while(u8::is_ascii_digit).count();
+            let n: u32 = node[digits..].parse().unwrap();
+            (n, p.at("start").u64() * sector, p.at("size").u64() * sector)
+        })
+        .collect()
+}
+
+/// A loop device over a file, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path, read_only: bool, mount: &Mount) -> Loop {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["-f", "--show"]);
+        if read_only {
+            cmd.arg("-r");
+        }
+        let out = run(cmd.arg(file), mount);
+        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = run_timeout(
+            Command::new("losetup").arg("-d").arg(&self.0),
+            Duration::from_secs(30),
+        );
+        // The backing file is let go of asynchronously.
+        let sys = format!("/sys/block/{}/loop/backing_file", &self.0[5..]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&sys).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A block file system mounted (`mount -o OPTS SOURCE`), unmounted on drop.
+struct BlockMount(TempDir);
+
+impl BlockMount {
+    fn new(source: &Path, opts: &str, mount: &Mount) -> BlockMount {
+        let dir = TempDir::new().unwrap();
+        run(
+            Command::new("mount")
+                .args(["-o", opts])
+                .arg(source)
+                .arg(dir.path()),
+            mount,
+        );
+        BlockMount(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+impl Drop for BlockMount {
+    fn drop(&mut self) {
+        let _ = run_timeout(
+            Command::new("umount").arg(self.0.path()),
+            Duration::from_secs(60),
+        );
+    }
+}
+
+fn names(dir: &Path, mount: &Mount) -> Vec<String> {
+    let mut out: Vec<String> = ok(fs::read_dir(dir), &format!("ls {}", dir.display()), mount)
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Partition files equal to `rbd export`'s bytes at the offsets sfdisk
+/// reports, sized as sfdisk says.
+fn check_partitions(
+    cluster: &Cluster,
+    image: &str,
+    dir: &Path,
+    parts: &[(u32, u64, u64)],
+    mount: &Mount,
+) {
+    let mut want: Vec<String> = parts.iter().map(|p| p.0.to_string()).collect();
+    want.sort();
+    assert_eq!(names(dir, mount), want, "{}", dir.display());
+    let export = cluster.export(image);
+    for &(n, offset, len) in parts {
+        let p = dir.join(n.to_string());
+        let meta = ok(fs::metadata(&p), "stat partition", mount);
+        assert_eq!(meta.len(), len, "{}", p.display());
+        let got = ok(fs::read(&p), "read partition", mount);
+        assert_bytes_eq(
+            &got,
+            &export[offset as usize..(offset + len) as usize],
+            &format!("{} against rbd export", p.display()),
+        );
+    }
+}
+
+#[test]
+fn partitions_as_files() {
+    let cluster = Cluster::get();
+    let mut images = Images::new(&cluster);
+    let mount = Mount::new(&cluster, &[]);
+    let mut rng = Rng::new();
+    let img = images.name("gpt");
+    cluster.rbd(&["create", "--size", "64M", &spec(&img)]);
+    let parts = sfdisk(
+        &mount,
+        &mount.path(&img),
+        "label: gpt\n,24M,L\n,,EBD0A0A2-B9E5-4433-87C0-68B99B26599C\n",
+    );
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let pdir = mount.path(".part").join(&img);
+    assert!(names(&mount.path(".part"), &mount).contains(&img));
+    check_partitions(&cluster, &img, &pdir, &parts, &mount);
+    let (p1, p2) = (pdir.join("1"), pdir.join("2"));
+
+    // ext4 on partition 1 and vfat on partition 2, through loop devices
+    // over the partition files, with files in them.
+    let files = [("a", rng.bytes(3 * MIB as usize)), ("b", rng.bytes(4099))];
+    {
+        let lo = Loop::attach(&p1, false, &mount);
+        run(Command::new("mkfs.ext4").args(["-q", &lo.0]), &mount);
+        let fsm = BlockMount::new(Path::new(&lo.0), "rw", &mount);
+        for (n, d) in &files {
+            fs::write(fsm.path(n), d).unwrap();
+        }
+    }
+    {
+        let lo = Loop::attach(&p2, false, &mount);
+        run(Command::new("mkfs.vfat").arg(&lo.0), &mount);
+    }
+    // mtools, not a mount: the kernel may lack vfat (containers).
+    let c_txt = TempDir::new().unwrap();
+    let c_src = c_txt.path().join("c.txt");
+    fs::write(&c_src, &files[1].1).unwrap();
+    run(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(&p2)
+            .arg(&c_src)
+            .arg("::c.txt"),
+        &mount,
+    );
+    // Nothing outside the partitions changed: the table is intact.
+    check_partitions(&cluster, &img, &pdir, &parts, &mount);
+
+    // fsck and a read-only loop mount of the partition files.
+    let check = |p1: &Path, p2: &Path, what: &str| {
+        run(Command::new("fsck.ext4").arg("-n").arg(p1), &mount);
+        run(Command::new("fsck.vfat").arg("-n").arg(p2), &mount);
+        let fsm = BlockMount::new(p1, "loop,ro", &mount);
+        for (n, d) in &files {
+            let got = ok(fs::read(fsm.path(n)), &format!("{what}: read {n}"), &mount);
+            assert_bytes_eq(&got, d, &format!("{what}: ext4 file {n}"));
+        }
+        drop(fsm);
+        let out = run(
+            Command::new("mtype").arg("-i").arg(p2).arg("::c.txt"),
+            &mount,
+        );
+        assert_bytes_eq(&out.stdout, &files[1].1, &format!("{what}: vfat file"));
+        if fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\tvfat\n")) {
+            let fsm = BlockMount::new(p2, "loop,ro", &mount);
+            let got = ok(fs::read(fsm.path("c.txt")), "read c.txt", &mount);
+            assert_bytes_eq(&got, &files[1].1, &format!("{what}: vfat mount"));
+        }
+    };
+    check(&p1, &p2, "head");
+
+    // The same through a snapshot, which stays as it was while the head
+    // changes; its partition files are read-only.
+    ok(
+        fs::File::create(mount.path(".snap").join(&img).join("s1")),
+        "touch .snap/IMG/s1",
+        &mount,
+    );
+    let sdir = mount.path(".part/.snap").join(&img).join("s1");
+    assert_eq!(names(&sdir, &mount), ["1", "2"]);
+    {
+        let lo = Loop::attach(&p1, false, &mount);
+        let fsm = BlockMount::new(Path::new(&lo.0), "rw", &mount);
+        fs::write(fsm.path("after-snapshot"), b"x").unwrap();
+    }
+    let (s1, s2) = (sdir.join("1"), sdir.join("2"));
+    check(&s1, &s2, "snapshot");
+    {
+        let fsm = BlockMount::new(&s1, "loop,ro", &mount);
+        assert!(!fsm.path("after-snapshot").exists());
+    }
+    fails(
+        OpenOptions::new().write(true).open(&s1),
+        libc::EROFS,
+        "open a snapshot partition for writing",
+        &mount,
+    );
+
+    // Head partitions: writable within their bounds, never grown.
+    let (_, _, len1) = parts[0];
+    let f = ok(OpenOptions::new().write(true).open(&p2), "open p2", &mount);
+    let len2 = parts[1].2;
+    fails(
+        f.write_at(b"abcd", len2 - 2),
+        libc::ENOSPC,
+        "write past a partition's end",
+        &mount,
+    );
+    drop(f);
+    assert_eq!(ok(fs::metadata(&p2), "stat", &mount).len(), len2);
+    assert_eq!(ok(fs::metadata(&p1), "stat", &mount).len(), len1);
+
+    // An MBR image.
+    let mbr = images.name("mbr");
+    cluster.rbd(&["create", "--size", "32M", &spec(&mbr)]);
+    let mparts = sfdisk(
+        &mount,
+        &mount.path(&mbr),
+        "label: dos\n,8M,83\n,4M,c\n,,83\n",
+    );
+    assert_eq!(mparts.len(), 3, "{mparts:?}");
+    let mdir = mount.path(".part").join(&mbr);
+    write_image(&mount, &mbr, mparts[1].1, &rng.bytes(5000));
+    check_partitions(&cluster, &mbr, &mdir, &mparts, &mount);
+
+    // Repartitioned through the mount: the new table shows at once.
+    let mparts = sfdisk(&mount, &mount.path(&mbr), "label: dos\n,16M,83\n");
+    // (After the kernel's 1 s attribute cache.)
+    std::thread::sleep(Duration::from_millis(1100));
+    check_partitions(&cluster, &mbr, &mdir, &mparts, &mount);
+
+    // A corrupt GPT (a flipped bit in the header; its CRC32 fails): no
+    // partition files, and one log line however often it is looked at.
+    let head = ok(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(mount.path(&img)),
+        "open",
+        &mount,
+    );
+    let mut b = [0u8; 1];
+    ok(head.read_at(&mut b, 512 + 40), "read", &mount);
+    b[0] ^= 1;
+    ok(
+        head.write_at(&b, 512 + 40),
+        "corrupt the GPT header",
+        &mount,
+    );
+    ok(head.sync_all(), "fsync", &mount);
+    drop(head);
+    for _ in 0..3 {
+        // (After the kernel's 1 s name cache.)
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(names(&pdir, &mount).is_empty(), "corrupt table listed");
+        fails(fs::metadata(pdir.join("1")), libc::ENOENT, "lookup", &mount);
+    }
+    let log = mount.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("{img}: partition table ignored")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}\n{log}");
+    assert!(lines[0].contains("CRC32"), "{}", lines[0]);
+    // The snapshot keeps its table.
+    assert_eq!(names(&sdir, &mount), ["1", "2"]);
+    drop(mount);
 }

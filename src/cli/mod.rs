@@ -37,7 +37,7 @@ pub use options::{MountArgs, MountConfig, MountOptions, ObjectSize, options_tabl
     name = "rbdfs",
     version,
     about = "Mount a Ceph pool: every RBD image becomes a file, every snapshot a read-only file under .snap/IMAGE/",
-    after_help = "Mount helper form (fstab: `POOL MOUNTPOINT fuse.rbdfs conf=/etc/ceph/ceph.conf,id=admin,_netdev 0 0`):\n  rbdfs POOL MOUNTPOINT -o conf=FILE,id=ID,ro,allow_other\n\nDisk-image workflows (as the rbd commands):\n  ln MNT/.snap/IMG/SNAP MNT/CLONE                        rbd clone IMG@SNAP CLONE\n  mv MNT/.snap/IMG/A MNT/.snap/IMG/B                     rbd snap rename\n  setfattr -n user.rbd.protected -v 1|0 MNT/.snap/IMG/S  rbd snap protect|unprotect\n  setfattr -n user.rbd.rollback -v SNAP MNT/IMG          rbd snap rollback\n  setfattr -n user.rbd.flatten -v 1 MNT/CLONE            rbd flatten"
+    after_help = "Mount helper form (fstab: `POOL MOUNTPOINT fuse.rbdfs conf=/etc/ceph/ceph.conf,id=admin,_netdev 0 0`):\n  rbdfs POOL MOUNTPOINT -o conf=FILE,id=ID,ro,allow_other\n\nDisk-image workflows (as the rbd commands):\n  ln MNT/.snap/IMG/SNAP MNT/CLONE                        rbd clone IMG@SNAP CLONE\n  mv MNT/.snap/IMG/A MNT/.snap/IMG/B                     rbd snap rename\n  setfattr -n user.rbd.protected -v 1|0 MNT/.snap/IMG/S  rbd snap protect|unprotect\n  setfattr -n user.rbd.rollback -v SNAP MNT/IMG          rbd snap rollback\n  setfattr -n user.rbd.flatten -v 1 MNT/CLONE            rbd flatten\n  MNT/.part/IMG/N, MNT/.part/.snap/IMG/SNAP/N           partition N (MBR/GPT) as a file"
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod diff;
+pub mod partitions;
 pub mod snap;
 pub mod tmap;
 pub mod v1;

@@ -32,6 +32,7 @@ impl RbdFs {
         match node {
             Node::Root | Node::SnapRoot => Ok(self.dir_attr(ino)),
             Node::DiffRoot => Ok(self.attr(ino, FileKind::Directory, 0o555, 0)),
+            Node::Part(p) => self.part_attr(ino, p),
             Node::DiffImage(name) => {
                 self.image(name)?;
                 Ok(self.attr(ino, FileKind::Directory, 0o555, 0))

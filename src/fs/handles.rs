@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::parts::PartRange;
 use super::{Errno, RbdFs};
 use crate::image::{DiffPlan, Image};
 use crate::store::{NOSNAP, SnapId};
@@ -19,6 +20,8 @@ pub(super) struct Handle {
     created: bool,
     /// A `.diff` file: the stream it reads (its snap is the to-snapshot).
     diff: Option<Arc<DiffPlan>>,
+    /// A partition file: the range of the image it is.
+    part: Option<PartRange>,
 }
 
 impl RbdFs {
@@ -47,9 +50,25 @@ impl RbdFs {
                 snap,
                 created: false,
                 diff: Some(plan),
+                part: None,
             },
         );
         fh
+    }
+
+    pub(super) fn add_part_handle(&self, image: Arc<Image>, snap: SnapId, part: PartRange) -> u64 {
+        let fh = self.add_handle(image, snap);
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.part = Some(part);
+        }
+        fh
+    }
+
+    /// The image, snap and range behind `fh`, if it is a partition file.
+    pub(super) fn part_handle(&self, fh: u64) -> Option<(Arc<Image>, SnapId, PartRange)> {
+        let handles = self.handles.lock();
+        let h = handles.get(&fh)?;
+        h.part.map(|p| (h.image.clone(), h.snap, p))
     }
 
     /// Whether writes and fallocate through `fh` may grow the image: on
@@ -100,6 +119,7 @@ impl RbdFs {
                 snap,
                 created,
                 diff: None,
+                part: None,
             },
         );
         fh

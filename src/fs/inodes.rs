@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use super::parts::PartNode;
+
 pub(super) const ROOT: u64 = 1;
 pub(super) const SNAP_ROOT: u64 = 2;
 pub(super) const DIFF_ROOT: u64 = 3;
@@ -25,6 +27,8 @@ pub(super) enum Node {
         snap: String,
         from: Option<String>,
     },
+    /// `.part` and below.
+    Part(PartNode),
 }
 
 /// Inode numbers for names, stable for the life of the mount.
@@ -69,6 +73,7 @@ impl Inodes {
                         snap: snap.clone(),
                         from: from.clone(),
                     },
+                    Node::Part(p) => Node::Part(p.renamed(old, new)?),
                     _ => return None,
                 };
                 Some((n.clone(), renamed))

@@ -4,7 +4,8 @@
 //!
 //! Tree: `/IMAGE` (the head of each image), `/.snap/IMAGE/SNAP` (read-only
 //! snapshot files), `/.diff/IMAGE/SNAP/{full,since-FROM}` (read-only `rbd
-//! export-diff` streams, laid out by the image layer). `touch
+//! export-diff` streams, laid out by the image layer), `/.part/IMAGE/N`
+//! and `/.part/.snap/IMAGE/SNAP/N` (partitions as files, `parts.rs`). `touch
 //! /.snap/IMAGE/NAME` creates snapshot NAME and `rm` removes it.
 //!
 //! [`RbdFs`] is the file system without FUSE: every operation is a method
@@ -19,6 +20,7 @@ mod handles;
 mod inodes;
 mod names;
 mod ops;
+mod parts;
 mod scopes;
 mod tree;
 mod usage;
@@ -40,7 +42,8 @@ pub use self::fuse::FuseFs;
 use self::handles::Handle;
 use self::inodes::Inodes;
 pub use self::names::{
-    DIFF_DIR, DIFF_FULL, DIFF_SINCE, NAME_MAX, SNAP_DIR, file_name, is_file_name,
+    DIFF_DIR, DIFF_FULL, DIFF_SINCE, NAME_MAX, PART_DIR, SNAP_DIR, file_name, is_file_name,
+    is_reserved_root_name,
 };
 pub use self::ops::{Attr, DirEntry, FileKind, Opened, StatFs, Xattr};
 pub use self::scopes::{MountKind, MultiFs, NS_DIR};
@@ -72,6 +75,7 @@ pub struct RbdFs {
     next_fh: AtomicU64,
     mounted_at: SystemTime,
     usage_state: Arc<Mutex<UsageState>>,
+    part_tables: parts::PartTables,
 }
 
 impl RbdFs {
@@ -84,6 +88,7 @@ impl RbdFs {
             next_fh: AtomicU64::new(1),
             mounted_at: SystemTime::now(),
             usage_state: Arc::default(),
+            part_tables: Default::default(),
         }
     }
 

@@ -13,6 +13,15 @@ pub const SNAP_DIR: &str = ".snap";
 /// backups); reserved in the root as [`SNAP_DIR`] is.
 pub const DIFF_DIR: &str = ".diff";
 
+/// Name of the directory that holds the partitions as files
+/// (`parts.rs`); reserved in the root as [`SNAP_DIR`] is.
+pub const PART_DIR: &str = ".part";
+
+/// Whether `name` is one of the root's directories, never an image's name.
+pub fn is_reserved_root_name(name: &str) -> bool {
+    [SNAP_DIR, DIFF_DIR, PART_DIR].contains(&name)
+}
+
 /// In `.diff/IMAGE/SNAP`: the stream from the beginning.
 pub const DIFF_FULL: &str = "full";
 
@@ -64,6 +73,12 @@ mod tests {
         assert_eq!(crate::image::RESERVED_DIFF_NAME, DIFF_DIR);
         assert!(check_name(NameKind::Image, SNAP_DIR).is_err());
         assert!(check_name(NameKind::Image, DIFF_DIR).is_err());
+        assert_eq!(crate::image::RESERVED_PART_NAME, PART_DIR);
+        assert!(check_name(NameKind::Image, PART_DIR).is_err());
+        for name in [SNAP_DIR, DIFF_DIR, PART_DIR] {
+            assert!(is_reserved_root_name(name));
+        }
+        assert!(!is_reserved_root_name(".parts"));
         // A snapshot may be called `.snap`; `@` separates image and snap.
         check_name(NameKind::Snapshot, SNAP_DIR).unwrap();
         check_name(NameKind::Image, "x@y").unwrap();

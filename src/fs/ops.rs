@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use log::debug;
 
 use super::inodes::{DIFF_ROOT, Node, ROOT, SNAP_ROOT};
-use super::{DIFF_DIR, Errno, NAME_MAX, RbdFs, SNAP_DIR, file_name};
+use super::{Errno, NAME_MAX, RbdFs, file_name, is_reserved_root_name};
 use crate::image::Seek;
 use crate::store::NOSNAP;
 
@@ -122,6 +122,8 @@ impl RbdFs {
         }
         match node {
             Node::Snap(..) | Node::DiffFile { .. } => Err(Errno::EROFS),
+            // A partition's size is the table's.
+            Node::Part(_) => Err(Errno::EPERM),
             _ if self.opts.read_only => Err(Errno::EROFS),
             Node::Image(name) if mode.is_none() && uid.is_none() && gid.is_none() => {
                 let image = self.image(&name)?;
@@ -187,6 +189,7 @@ impl RbdFs {
                     direct_io: false,
                 })
             }
+            Node::Part(p) => self.part_open(&p, flags),
             _ => Err(Errno::EISDIR),
         }
     }
@@ -201,6 +204,9 @@ impl RbdFs {
                     .unexpected()
             });
         }
+        if let Some(r) = self.part_read(fh, offset, size) {
+            return r;
+        }
         self.handle(fh).and_then(|(image, snap)| {
             image
                 .read(snap, offset, size as u64)
@@ -210,6 +216,9 @@ impl RbdFs {
 
     /// Writes all of `data` or nothing; returns the bytes written.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        if let Some(r) = self.part_write(fh, offset, data) {
+            return r;
+        }
         self.handle(fh).and_then(|(image, snap)| {
             if snap != NOSNAP || self.opts.read_only {
                 return Err(Errno::EROFS);
@@ -220,6 +229,7 @@ impl RbdFs {
                 image.write(offset, data)
             };
             result.map_err(|e| Errno::image(&format!("write {}", image.name()), &e))?;
+            self.part_note_write(image.name(), offset, data.len() as u64);
             Ok(data.len() as u32)
         })
     }
@@ -247,6 +257,7 @@ impl RbdFs {
             | Node::DiffRoot
             | Node::DiffImage(_)
             | Node::DiffSnap(..) => Ok(0),
+            Node::Part(p) if self.part_is_dir(&p) => Ok(0),
             _ => Err(Errno::ENOTDIR),
         }
     }
@@ -259,6 +270,7 @@ impl RbdFs {
             Ok(Node::SnapDir(_)) => SNAP_ROOT,
             Ok(Node::DiffImage(_)) => DIFF_ROOT,
             Ok(Node::DiffSnap(image, _)) => self.inodes.lock().ino(Node::DiffImage(image)),
+            Ok(Node::Part(p)) => self.part_parent(&p),
             _ => ROOT,
         };
         let dots = [
@@ -363,7 +375,7 @@ impl RbdFs {
         }
         let old = file_name(name).ok_or(Errno::ENOENT)?;
         let new = file_name(newname).ok_or(Errno::EINVAL)?;
-        if [SNAP_DIR, DIFF_DIR].contains(&old) || [SNAP_DIR, DIFF_DIR].contains(&new) {
+        if is_reserved_root_name(old) || is_reserved_root_name(new) {
             return Err(Errno::EPERM);
         }
         if self.is_open(old) {
@@ -401,6 +413,11 @@ impl RbdFs {
             libc::SEEK_HOLE => Seek::Hole,
             _ => return Err(Errno::EINVAL),
         };
+        if let Ok(offset) = u64::try_from(offset)
+            && let Some(r) = self.part_lseek(fh, offset, what)
+        {
+            return r;
+        }
         if let Some((_, plan)) = self.diff_handle(fh)? {
             // A stream has no holes.
             let offset = u64::try_from(offset).map_err(|_| Errno::ENXIO)?;
@@ -427,6 +444,9 @@ impl RbdFs {
     /// and punching discard as librbd does (what `fstrim` through a loop
     /// device and `fallocate -p`/`-z` send). The grown range is a hole.
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<(), Errno> {
+        if let Some(r) = self.part_fallocate(fh, offset, length, mode) {
+            return r;
+        }
         self.handle(fh).and_then(|(image, snap)| {
             if snap != NOSNAP || self.opts.read_only {
                 return Err(Errno::EROFS);
@@ -453,6 +473,7 @@ impl RbdFs {
                 image
                     .discard(offset, length)
                     .map_err(|e| Errno::image(&format!("discard {}", image.name()), &e))?;
+                self.part_note_write(image.name(), offset, length);
             }
             if grows {
                 image
@@ -480,7 +501,12 @@ impl RbdFs {
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8]) -> Result<(), Errno> {
         let node = self.node(ino)?;
         let name = name.to_str().ok_or(Errno::EOPNOTSUPP)?;
-        self.set_xattr(&node, name, value)
+        self.set_xattr(&node, name, value)?;
+        if let Node::Image(image) = &node {
+            // Rolled back: the head's partition table may have changed.
+            self.part_forget(image);
+        }
+        Ok(())
     }
 
     /// `ln SNAPSHOT NAME`: `ino` is `.snap/PARENT/SNAP`, `newparent` the
@@ -511,7 +537,7 @@ impl RbdFs {
             return Err(Errno::EPERM);
         }
         let child = file_name(newname).ok_or(Errno::EINVAL)?;
-        if child == SNAP_DIR {
+        if is_reserved_root_name(child) {
             return Err(Errno::EEXIST);
         }
         self.clone_image(&parent, &snap, target, child)?;

@@ -6,9 +6,10 @@ use std::ffi::OsStr;
 use log::warn;
 
 use super::inodes::{DIFF_ROOT, Node, SNAP_ROOT};
+use super::parts::PartNode;
 use super::{
-    Attr, DIFF_DIR, DIFF_FULL, DIFF_SINCE, Errno, FileKind, Opened, RbdFs, SNAP_DIR, file_name,
-    is_file_name,
+    Attr, DIFF_DIR, DIFF_FULL, DIFF_SINCE, Errno, FileKind, Opened, PART_DIR, RbdFs, SNAP_DIR,
+    file_name, is_file_name, is_reserved_root_name,
 };
 use crate::pool::DIRECTORY;
 use crate::store::NOSNAP;
@@ -27,6 +28,8 @@ impl RbdFs {
         match parent {
             Node::Root if name == SNAP_DIR => Ok(Node::SnapRoot),
             Node::Root if name == DIFF_DIR => Ok(Node::DiffRoot),
+            Node::Root if name == PART_DIR => Ok(Node::Part(PartNode::Root)),
+            Node::Part(p) => self.part_lookup(p, name),
             Node::Root => Ok(Node::Image(name.to_string())),
             Node::SnapRoot => Ok(Node::SnapDir(name.to_string())),
             Node::SnapDir(image) => Ok(Node::Snap(image.clone(), name.to_string())),
@@ -57,7 +60,7 @@ impl RbdFs {
     /// `rbd create` makes it (format and features from the mount options).
     pub(super) fn create_image(&self, name: &OsStr) -> Result<(Attr, Opened), Errno> {
         let name = file_name(name).ok_or(Errno::EINVAL)?;
-        if name == SNAP_DIR || name == DIFF_DIR {
+        if is_reserved_root_name(name) {
             return Err(Errno::EEXIST);
         }
         let image = self
@@ -82,7 +85,7 @@ impl RbdFs {
     /// another client uses it (EBUSY).
     pub(super) fn remove_image(&self, name: &OsStr) -> Result<(), Errno> {
         let name = file_name(name).ok_or(Errno::ENOENT)?;
-        if name == SNAP_DIR || name == DIFF_DIR {
+        if is_reserved_root_name(name) {
             return Err(Errno::EPERM);
         }
         if self.is_open(name) {
@@ -105,6 +108,8 @@ impl RbdFs {
                 if *node == Node::Root {
                     out.push((SNAP_ROOT, FileKind::Directory, SNAP_DIR.to_string()));
                     out.push((DIFF_ROOT, FileKind::Directory, DIFF_DIR.to_string()));
+                    let part = self.inodes.lock().ino(Node::Part(PartNode::Root));
+                    out.push((part, FileKind::Directory, PART_DIR.to_string()));
                 }
                 let names = self.pool.list().map_err(|e| {
                     Errno::EIO
@@ -116,7 +121,7 @@ impl RbdFs {
                         warn!("{DIRECTORY}: image name {name:?} cannot be a file name; skipped");
                         continue;
                     }
-                    if name == SNAP_DIR || name == DIFF_DIR {
+                    if is_reserved_root_name(&name) {
                         warn!("image {name:?} is hidden: the name is reserved for the tree");
                         continue;
                     }
@@ -195,6 +200,7 @@ impl RbdFs {
                     }
                 }
             }
+            Node::Part(p) => return self.part_list(p),
             _ => return Err(Errno::ENOTDIR),
         }
         Ok(out)

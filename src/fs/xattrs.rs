@@ -37,6 +37,7 @@ impl RbdFs {
             Node::Image(name) => (name, None),
             Node::Snap(name, snap) => (name, Some(snap)),
             Node::Root => return Ok(vec![("user.rbdfs.cache", self.cache_report())]),
+            Node::Part(p) => return self.part_xattrs(p),
             Node::DiffFile { .. } => {
                 // How the stream was computed, and what it holds.
                 let (_, plan) = self.diff_plan(node)?;

@@ -756,11 +756,15 @@ pub const RESERVED_IMAGE_NAME: &str = ".snap";
 /// (incremental backups) under it (the file system's `DIFF_DIR`).
 pub const RESERVED_DIFF_NAME: &str = ".diff";
 
+/// Nor this: the mount shows partitions as files under it (`PART_DIR`).
+pub const RESERVED_PART_NAME: &str = ".part";
+
 /// The RBD-level rules for the names we create and open, the one check of
 /// the image layer: non-empty, at most [`MAX_NAME_LEN`] bytes, no `/` (the
 /// pool/image separator of `rbd`) or NUL, not `.` or `..`; a snapshot name
 /// also without `@` (the image@snap separator), an image name not
-/// [`RESERVED_IMAGE_NAME`] or [`RESERVED_DIFF_NAME`]. EINVAL otherwise.
+/// [`RESERVED_IMAGE_NAME`], [`RESERVED_DIFF_NAME`] or
+/// [`RESERVED_PART_NAME`]. EINVAL otherwise.
 pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -768,7 +772,9 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         && name != ".."
         && !name.contains(['/', '\0'])
         && match kind {
-            NameKind::Image => name != RESERVED_IMAGE_NAME && name != RESERVED_DIFF_NAME,
+            NameKind::Image => {
+                ![RESERVED_IMAGE_NAME, RESERVED_DIFF_NAME, RESERVED_PART_NAME].contains(&name)
+            }
             NameKind::Snapshot => !name.contains('@'),
         };
     match (ok, kind) {
@@ -777,7 +783,7 @@ pub fn check_name(kind: NameKind, name: &str) -> ImageResult<()> {
         (false, NameKind::Image) => Err(ImageError::InvalidArgument {
             image: name.to_string(),
             reason: "invalid image name (empty, longer than 255 bytes, `/` or NUL in it, \
-                     or `.`, `..`, `.snap`, `.diff`)"
+                     or `.`, `..`, `.snap`, `.diff`, `.part`)"
                 .into(),
         }),
     }

@@ -5,6 +5,7 @@
 mod diff;
 mod faults;
 mod model;
+mod parts;
 mod scopes;
 mod workflows;
 
@@ -12,7 +13,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{DIFF_DIR, Errno, FsOptions, ROOT_INO, RbdFs, SNAP_DIR};
+use super::{DIFF_DIR, Errno, FsOptions, PART_DIR, ROOT_INO, RbdFs, SNAP_DIR};
 use crate::cache::{Cache, CacheConfig};
 use crate::format::v2::*;
 use crate::image::admin::CreateOptions;

@@ -389,15 +389,28 @@ impl Run {
             }
             Op::ListRoot => {
                 let names = ok("readdir /", self.m().names(ROOT_INO))?;
-                let mut want = vec![SNAP_DIR.to_string(), DIFF_DIR.to_string()];
+                let mut want = vec![
+                    SNAP_DIR.to_string(),
+                    DIFF_DIR.to_string(),
+                    PART_DIR.to_string(),
+                ];
                 want.extend(self.images.keys().cloned());
                 prop_assert_eq!(&names, &want);
                 let snap_root = self.m().snap_root();
                 let names = ok("readdir /.snap", self.m().names(snap_root))?;
-                prop_assert_eq!(&names[..], &want[2..]);
+                prop_assert_eq!(&names[..], &want[3..]);
                 let diff_root = ok("lookup /.diff", self.m().ino(ROOT_INO, DIFF_DIR))?;
                 let names = ok("readdir /.diff", self.m().names(diff_root))?;
-                prop_assert_eq!(&names[..], &want[2..]);
+                prop_assert_eq!(&names[..], &want[3..]);
+                // `.part`: its `.snap`, then a directory per image, in
+                // both; no image here has a partition table.
+                let part_root = ok("lookup /.part", self.m().ino(ROOT_INO, PART_DIR))?;
+                let names = ok("readdir /.part", self.m().names(part_root))?;
+                prop_assert_eq!(&names[0], SNAP_DIR);
+                prop_assert_eq!(&names[1..], &want[3..]);
+                let part_snaps = ok("lookup /.part/.snap", self.m().ino(part_root, SNAP_DIR))?;
+                let names = ok("readdir /.part/.snap", self.m().names(part_snaps))?;
+                prop_assert_eq!(&names[..], &want[3..]);
             }
             Op::ListSnaps(img) => {
                 let name = NAMES[img];
