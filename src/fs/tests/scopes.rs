@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::{cache, pattern, v1, v2};
 use crate::format::decode::Encoder;
 use crate::format::v2::{FEATURE_LAYERING, RBD_NAMESPACE};
-use crate::fs::{DIFF_DIR, Errno, FsOptions, MountKind, MultiFs, NS_DIR, ROOT_INO, SNAP_DIR};
+use crate::fs::{
+    DIFF_DIR, Errno, FsOptions, MountKind, MultiFs, NS_DIR, PART_DIR, ROOT_INO, SNAP_DIR,
+};
 use crate::image::admin::{self, CreateOptions};
 use crate::store::ObjectStore;
 use crate::store::memory::MemoryStore;
@@ -98,7 +100,10 @@ fn pool_mount_shows_namespaces_under_ns() {
     admin::create_image(&*store, NS_DIR, 4096, &v2(FEATURE_LAYERING)).unwrap();
 
     let fs = mount(MountKind::Pool, store.clone(), None);
-    assert_eq!(names(&fs, ROOT_INO), [SNAP_DIR, DIFF_DIR, NS_DIR, "top"]);
+    assert_eq!(
+        names(&fs, ROOT_INO),
+        [SNAP_DIR, DIFF_DIR, NS_DIR, PART_DIR, "top"]
+    );
     let ns = ino(&fs, ROOT_INO, NS_DIR).unwrap();
     assert_eq!(parent_of(&fs, ns), ROOT_INO);
     assert_eq!(names(&fs, ns), ["t1", "t2"]);
@@ -107,8 +112,8 @@ fn pool_mount_shows_namespaces_under_ns() {
     assert_eq!(parent_of(&fs, d1), ns);
     assert!(ino(&fs, ns, "t3").is_err());
     // The same tree inside, without .ns of its own.
-    assert_eq!(names(&fs, d1), [SNAP_DIR, DIFF_DIR, "a", "f1"]);
-    assert_eq!(names(&fs, d2), [SNAP_DIR, DIFF_DIR, "a"]);
+    assert_eq!(names(&fs, d1), [SNAP_DIR, DIFF_DIR, PART_DIR, "a", "f1"]);
+    assert_eq!(names(&fs, d2), [SNAP_DIR, DIFF_DIR, PART_DIR, "a"]);
     assert_eq!(ino(&fs, d1, NS_DIR), Err(Errno::ENOENT));
 
     // Same name in two namespaces: two images.
@@ -177,11 +182,14 @@ fn namespace_mount_and_image_mount() {
     admin::create_image(&*t1, "b", 4096, &v2(FEATURE_LAYERING)).unwrap();
     let fs = mount(MountKind::Single, t1.clone(), None);
     fs.check_mount().unwrap();
-    assert_eq!(names(&fs, ROOT_INO), [SNAP_DIR, DIFF_DIR, "a", "b"]);
+    assert_eq!(
+        names(&fs, ROOT_INO),
+        [SNAP_DIR, DIFF_DIR, PART_DIR, "a", "b"]
+    );
     assert_eq!(ino(&fs, ROOT_INO, NS_DIR), Err(Errno::ENOENT));
     let fs = mount(MountKind::Single, t1.clone(), Some("b"));
     fs.check_mount().unwrap();
-    assert_eq!(names(&fs, ROOT_INO), [SNAP_DIR, DIFF_DIR, "b"]);
+    assert_eq!(names(&fs, ROOT_INO), [SNAP_DIR, DIFF_DIR, PART_DIR, "b"]);
     let fs = mount(MountKind::Single, t1, Some("top"));
     assert!(fs.check_mount().is_err(), "top is not in t1");
 }
@@ -209,13 +217,19 @@ fn cluster_mount_shows_rbd_pools() {
     assert_ne!(rbd, ROOT_INO);
     assert_eq!(ino(&fs, ROOT_INO, "objects"), Err(Errno::ENOENT));
     assert_eq!(parent_of(&fs, vdir), ROOT_INO);
-    assert_eq!(names(&fs, rbd), [SNAP_DIR, DIFF_DIR, NS_DIR, "r1"]);
-    assert_eq!(names(&fs, vdir), [SNAP_DIR, DIFF_DIR, NS_DIR, "v1"]);
+    assert_eq!(
+        names(&fs, rbd),
+        [SNAP_DIR, DIFF_DIR, NS_DIR, PART_DIR, "r1"]
+    );
+    assert_eq!(
+        names(&fs, vdir),
+        [SNAP_DIR, DIFF_DIR, NS_DIR, PART_DIR, "v1"]
+    );
     let vns = ino(&fs, vdir, NS_DIR).unwrap();
     assert_eq!(parent_of(&fs, vns), vdir);
     assert_eq!(names(&fs, vns), ["t"]);
     let t = ino(&fs, vns, "t").unwrap();
-    assert_eq!(names(&fs, t), [SNAP_DIR, DIFF_DIR, "vt"]);
+    assert_eq!(names(&fs, t), [SNAP_DIR, DIFF_DIR, PART_DIR, "vt"]);
     let rns = ino(&fs, rbd, NS_DIR).unwrap();
     assert!(names(&fs, rns).is_empty());
 
