@@ -24,7 +24,6 @@ use log::{error, info, warn};
 use crate::cache::Cache;
 use crate::fs::{FsOptions, FuseFs, RbdFs};
 use crate::pool::Pool;
-use crate::store::rados::RadosCluster;
 
 mod fstab;
 mod options;
@@ -230,8 +229,12 @@ fn fuse_config(cfg: &MountConfig) -> Config {
 /// daemon's pipe to its waiting parent: it gets "K" once the mount is live,
 /// then stdio is detached.
 fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
-    let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
-    let store = Arc::new(cluster.open_pool(&cfg.pool).map_err(|e| e.to_string())?);
+    // A client the cluster blocklists is replaced by a new one (see
+    // store::reconnecting): the mount goes on without a remount.
+    let store = Arc::new(
+        crate::store::rados::reconnecting_pool(&cfg.connect, &cfg.pool)
+            .map_err(|e| e.to_string())?,
+    );
     let cache = Cache::new(cfg.cache.clone());
     let pool = Arc::new(Pool::new(store, cache, cfg.image.clone()));
     // One round trip now, so a pool we cannot read fails the mount rather

@@ -256,6 +256,10 @@ impl ObjectStore for FailingStore {
     fn pool_id(&self) -> i64 {
         self.inner.pool_id()
     }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
 }
 
 #[cfg(test)]
