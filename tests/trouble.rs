@@ -625,7 +625,7 @@ fn trouble() {
         t0.elapsed()
     ));
     let m = RawMount::new(&c.conf, "rbd", &["-o", "rados_timeout=30"]);
-    let mut phase = |name: &str, f: &dyn Fn()| {
+    let phase = |name: &str, f: &dyn Fn()| {
         let t = Instant::now();
         f();
         report(&format!("[trouble] phase {name}: {:?}", t.elapsed()));

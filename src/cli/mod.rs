@@ -133,9 +133,72 @@ fn init_logging(cfg: &MountConfig, to_stderr: bool) {
             Err(e) => eprintln!("rbdfs: cannot open log file {}: {e}", path.display()),
         }
     } else if !to_stderr {
-        builder.target(env_logger::Target::Pipe(Box::new(std::io::sink())));
+        // Daemonised without a log file: the system log (syslog, or the
+        // journal through it), tagged with the mount point.
+        let logger = builder.build();
+        let max = logger.filter();
+        if log::set_boxed_logger(Box::new(Syslog::open(&cfg.mountpoint, logger))).is_ok() {
+            log::set_max_level(max);
+        }
+        return;
     }
     let _ = builder.try_init();
+}
+
+/// Logs to the system log through libc's `syslog(3)` (facility daemon),
+/// with env_logger's filter. libc is already a dependency and the call is
+/// all we need; a syslog crate would add its own socket handling and
+/// formats for nothing more.
+struct Syslog {
+    filter: env_logger::Logger,
+    /// openlog keeps the pointer: it must live as long as the process.
+    _ident: &'static std::ffi::CStr,
+}
+
+impl Syslog {
+    fn open(mountpoint: &std::path::Path, filter: env_logger::Logger) -> Syslog {
+        let ident = format!("rbdfs[{}]", mountpoint.display()).replace('\0', "?");
+        let ident: &'static std::ffi::CStr = Box::leak(
+            std::ffi::CString::new(ident)
+                .unwrap_or_default()
+                .into_boxed_c_str(),
+        );
+        // SAFETY: `ident` is a NUL-terminated string leaked for the life of
+        // the process, as openlog(3) requires; the other arguments are
+        // plain flags.
+        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        Syslog {
+            filter,
+            _ident: ident,
+        }
+    }
+}
+
+impl log::Log for Syslog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let text = format!("{} {}: {}", record.level(), record.target(), record.args());
+        let Ok(msg) = std::ffi::CString::new(text.replace('\0', "?")) else {
+            return;
+        };
+        // SAFETY: the format is a literal "%s" and `msg` a NUL-terminated
+        // string alive across the call.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    fn flush(&self) {}
 }
 
 /// Forks before any librados thread exists (they do not survive a fork).

@@ -333,7 +333,10 @@ impl Image {
         // comes to us, and we write the data back first. (Not held while
         // the cache takes the data: a writer waiting for dirty room must
         // not keep a hand-over from finishing.)
-        if let Some((_, true)) = self.header_owner(&info)? {
+        // The lock guard goes before the refresh: a refresh that finds the
+        // watch broken releases the lock, which waits for that guard.
+        let acquired = matches!(self.header_owner(&info)?, Some((_, true)));
+        if acquired {
             // The previous owner may have changed the header.
             info = self.refresh()?;
         }

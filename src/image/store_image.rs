@@ -166,6 +166,8 @@ impl StoreImage {
         self.stale.store(false, Ordering::SeqCst);
         self.follow_new_client();
         let info = Arc::new(header::load(&*self.store, &self.header)?);
+        // The load itself may have met the blocklist and reconnected.
+        self.follow_new_client();
         *self.loaded_at.lock() = Instant::now();
         let old = std::mem::replace(&mut *self.info.write(), info.clone());
         if let Some(lock) = &self.lock {

@@ -162,6 +162,15 @@ impl Reconnecting {
     }
 }
 
+/// Object-class methods that only read (header and directory queries,
+/// lock info, object map load): safe to send again on a new client.
+fn exec_only_reads(method: &str) -> bool {
+    method.starts_with("get")
+        || method.contains("_get")
+        || method.contains("list")
+        || method == "object_map_load"
+}
+
 /// What a lost client's caller hears: the outcome is unknown, EIO.
 fn lost_is_eio(e: StoreError) -> StoreError {
     match e {
@@ -213,8 +222,10 @@ impl ObjectStore for Reconnecting {
     }
 
     fn exec(&self, oid: &str, class: &str, method: &str, input: &[u8]) -> StoreResult<Vec<u8>> {
-        // Some methods write (lock, snapshot_add): never retried.
-        self.run(false, |s| s.exec(oid, class, method, input))
+        // Methods that write (lock, snapshot_add) are never retried.
+        self.run(exec_only_reads(method), |s| {
+            s.exec(oid, class, method, input)
+        })
     }
 
     fn read_full(&self, oid: &str) -> StoreResult<Vec<u8>> {
