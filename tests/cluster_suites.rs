@@ -5,7 +5,7 @@
 
 #[cfg(not(feature = "cluster-tests"))]
 #[test]
-#[ignore = "NOT RUN: the real-cluster suites (admin_ops cache core_format1 diff_files disk_images faults file_semantics format2 format2_codecs images_as_files model namespaces restricted_users snapshots) need a Ceph cluster and a FUSE mount; run contrib/test.sh"]
+#[ignore = "NOT RUN: the real-cluster suites (admin_ops cache core_format1 diff_files disk_images faults file_semantics format2 format2_codecs images_as_files model namespaces restricted_users snapshots trouble) need a Ceph cluster and a FUSE mount; run contrib/test.sh"]
 fn real_cluster_suites() {}
 
 #[cfg(feature = "cluster-tests")]

@@ -71,7 +71,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use log::{info, warn};
+use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
 
 use self::budget::{Budget, Key};
@@ -432,9 +432,25 @@ impl ImageState {
         self.shared.release(|b| b.remove_object(&key));
     }
 
-    fn record_error(&self, e: ImageError) {
+    /// A write-back failed and its data (image byte ranges `lost`) is
+    /// dropped: logged at error level, kept for the next flush.
+    fn record_error(&self, e: ImageError, lost: &[(u64, u64)]) {
         bump(&self.shared.counters.writeback_errors, 1);
-        warn!("image {}: write-back failed: {e}", self.io.name());
+        const SHOWN: usize = 8;
+        let mut list: Vec<String> = lost
+            .iter()
+            .take(SHOWN)
+            .map(|(a, b)| format!("[{a}, {b})"))
+            .collect();
+        if lost.len() > SHOWN {
+            list.push(format!("and {} more ranges", lost.len() - SHOWN));
+        }
+        error!(
+            "image {}: data lost: write-back of bytes {} failed ({e}); \
+             reported to the next fsync/close",
+            self.io.name(),
+            list.join(", ")
+        );
         let mut slot = self.error.lock();
         if slot.is_none() {
             *slot = Some(e);

@@ -310,7 +310,7 @@ impl ImageState {
                 let n: usize = batch.values().map(Vec::len).sum();
                 bump(&self.shared.counters.written_back, n as u64);
             }
-            Err(e) => self.record_error(e),
+            Err(e) => self.record_error(e, &self.lost_ranges(object_no, batch)),
         }
         let requeue = {
             let mut st = slot.lock();
@@ -337,6 +337,26 @@ impl ImageState {
         }
         self.notify_progress();
         self.remove_if_idle(object_no);
+    }
+
+    /// The image byte ranges of a batch of `object_no` (for the log line
+    /// of data that could not be written back), merged, in order.
+    fn lost_ranges(&self, object_no: u64, batch: &BTreeMap<u64, Vec<u8>>) -> Vec<(u64, u64)> {
+        let layout = self.io.layout();
+        let mut ranges: Vec<(u64, u64)> = batch
+            .iter()
+            .flat_map(|(&off, data)| layout.unmap(object_no, off, data.len() as u64))
+            .map(|(image_off, len, _)| (image_off, image_off + len))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
     }
 
     /// Queues write-back of dirty objects older than the age bound (all of

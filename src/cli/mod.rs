@@ -134,9 +134,72 @@ fn init_logging(cfg: &MountConfig, to_stderr: bool) {
             Err(e) => eprintln!("rbdfs: cannot open log file {}: {e}", path.display()),
         }
     } else if !to_stderr {
-        builder.target(env_logger::Target::Pipe(Box::new(std::io::sink())));
+        // Daemonised without a log file: the system log (syslog, or the
+        // journal through it), tagged with the mount point.
+        let logger = builder.build();
+        let max = logger.filter();
+        if log::set_boxed_logger(Box::new(Syslog::open(&cfg.mountpoint, logger))).is_ok() {
+            log::set_max_level(max);
+        }
+        return;
     }
     let _ = builder.try_init();
+}
+
+/// Logs to the system log through libc's `syslog(3)` (facility daemon),
+/// with env_logger's filter. libc is already a dependency and the call is
+/// all we need; a syslog crate would add its own socket handling and
+/// formats for nothing more.
+struct Syslog {
+    filter: env_logger::Logger,
+    /// openlog keeps the pointer: it must live as long as the process.
+    _ident: &'static std::ffi::CStr,
+}
+
+impl Syslog {
+    fn open(mountpoint: &std::path::Path, filter: env_logger::Logger) -> Syslog {
+        let ident = format!("rbdfs[{}]", mountpoint.display()).replace('\0', "?");
+        let ident: &'static std::ffi::CStr = Box::leak(
+            std::ffi::CString::new(ident)
+                .unwrap_or_default()
+                .into_boxed_c_str(),
+        );
+        // SAFETY: `ident` is a NUL-terminated string leaked for the life of
+        // the process, as openlog(3) requires; the other arguments are
+        // plain flags.
+        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        Syslog {
+            filter,
+            _ident: ident,
+        }
+    }
+}
+
+impl log::Log for Syslog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let text = format!("{} {}: {}", record.level(), record.target(), record.args());
+        let Ok(msg) = std::ffi::CString::new(text.replace('\0', "?")) else {
+            return;
+        };
+        // SAFETY: the format is a literal "%s" and `msg` a NUL-terminated
+        // string alive across the call.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    fn flush(&self) {}
 }
 
 /// Forks before any librados thread exists (they do not survive a fork).
@@ -229,13 +292,15 @@ fn fuse_config(cfg: &MountConfig) -> Config {
 /// Connects, mounts, serves until unmounted or signalled. `report` is the
 /// daemon's pipe to its waiting parent: it gets "K" once the mount is live,
 /// then stdio is detached.
-fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
-    let source = source::Source::parse(&cfg.pool)?;
-    if source == source::Source::Cluster && cfg.image.is_some() {
-        return Err("--image needs a POOL or POOL/NAMESPACE source".into());
-    }
-    let cluster = RadosCluster::connect(&cfg.connect).map_err(|e| e.to_string())?;
-    let store: Arc<dyn crate::store::ObjectStore> = match &source {
+/// A new RADOS client and the store the mount's tree starts from: the
+/// pool, the pool's namespace, or (for `/`) any pool, through which the
+/// others are opened.
+fn open_base(
+    connect: &crate::store::rados::ConnectOptions,
+    source: &source::Source,
+) -> Result<Arc<dyn crate::store::ObjectStore>, String> {
+    let cluster = RadosCluster::connect(connect).map_err(|e| e.to_string())?;
+    Ok(match source {
         source::Source::Pool(pool) => Arc::new(cluster.open_pool(pool).map_err(|e| e.to_string())?),
         source::Source::Namespace(pool, ns) => Arc::new(
             cluster
@@ -243,14 +308,34 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
                 .map_err(|e| e.to_string())?,
         ),
         source::Source::Cluster => {
-            // Any pool's handle will do to list and open the others.
             let pools = cluster
                 .list_pools()
                 .map_err(|e| format!("cannot list the cluster's pools: {e}"))?;
             let first = pools.first().ok_or("the cluster has no pools")?;
             Arc::new(cluster.open_pool(&first.name).map_err(|e| e.to_string())?)
         }
+    })
+}
+
+fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
+    let source = source::Source::parse(&cfg.pool)?;
+    if source == source::Source::Cluster && cfg.image.is_some() {
+        return Err("--image needs a POOL or POOL/NAMESPACE source".into());
+    }
+    // A client the cluster blocklists is replaced by a new one (see
+    // store::reconnecting): the mount goes on without a remount.
+    let first = open_base(&cfg.connect, &source)?;
+    let (connect, base) = (cfg.connect.clone(), source.clone());
+    let reconnect = move || {
+        open_base(&connect, &base).map_err(|e| crate::store::StoreError::Errno {
+            op: "connect",
+            oid: e,
+            errno: libc::ENOTCONN,
+        })
     };
+    let store: Arc<dyn crate::store::ObjectStore> = Arc::new(
+        crate::store::reconnecting::Reconnecting::with_store(first, Box::new(reconnect)),
+    );
     let cache = Cache::new(cfg.cache.clone());
     let fs = Arc::new(MultiFs::new(
         source.kind(cfg.image.is_some()),

@@ -401,6 +401,26 @@ impl ExclusiveLock {
         }
     }
 
+    /// Our RADOS client was replaced (the old one was blocklisted): the
+    /// lock it held is not ours any more (another client broke it, or it
+    /// names a dead client and will be broken), so forget it without
+    /// asking RADOS. The next write takes it again, as a new client would.
+    pub fn forget_lost(&self) {
+        let was = std::mem::replace(&mut *self.state.lock(), State::Unlocked);
+        self.object_map.forget();
+        if let Some(hooks) = self.hooks.lock().as_ref() {
+            hooks.after_release();
+        }
+        self.changed.notify_all();
+        if matches!(was, State::Locked(_)) {
+            warn!(
+                "image {}: the exclusive lock was held by the lost client; \
+                 taking it again at the next write",
+                self.image
+            );
+        }
+    }
+
     /// Answers a notification on the header; returns the ack payload. A
     /// request for the lock while we hold it is granted (released on a
     /// separate thread: the watch callback must not block on I/O).

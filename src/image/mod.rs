@@ -18,7 +18,7 @@ mod watch;
 
 use std::sync::Arc;
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::RwLock;
 
 pub use self::diff::{DiffMethod, DiffPlan};
@@ -325,7 +325,26 @@ impl Image {
 
     /// Writes `data` at `offset` of the head. Fails without writing
     /// anything when the range runs past the image's end.
+    ///
+    /// If the store replaced a lost (blocklisted) RADOS client meanwhile,
+    /// the write is tried once more through the new one (it takes the
+    /// lock again): the data was not acknowledged yet, and writing the same
+    /// bytes twice is harmless.
     pub fn write(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
+        let generation = self.store_image.store.generation();
+        match self.write_once(offset, data) {
+            Err(e) if self.store_image.store.generation() != generation => {
+                debug!(
+                    "image {}: write failed as the client was replaced ({e}); retrying",
+                    self.name()
+                );
+                self.write_once(offset, data)
+            }
+            result => result,
+        }
+    }
+
+    fn write_once(&self, offset: u64, data: &[u8]) -> ImageResult<()> {
         let _gate = self.io_gate.read();
         let mut info = self.current_info()?;
         self.check_writable(&info)?;
@@ -334,7 +353,10 @@ impl Image {
         // comes to us, and we write the data back first. (Not held while
         // the cache takes the data: a writer waiting for dirty room must
         // not keep a hand-over from finishing.)
-        if let Some((_, true)) = self.header_owner(&info)? {
+        // The lock guard goes before the refresh: a refresh that finds the
+        // watch broken releases the lock, which waits for that guard.
+        let acquired = matches!(self.header_owner(&info)?, Some((_, true)));
+        if acquired {
             // The previous owner may have changed the header.
             info = self.refresh()?;
         }

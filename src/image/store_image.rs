@@ -6,10 +6,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 /// Held while an object write is in flight (see `admit_write`); the flag
@@ -60,6 +60,9 @@ pub struct StoreImage {
     /// Writes back the cache when another client quiesces the image before
     /// taking a snapshot (`rbd snap create`), as librbd flushes its own.
     quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
+    /// The store's client generation our watch and lock were made with
+    /// (see `ObjectStore::generation`).
+    generation: AtomicU64,
 }
 
 /// See `StoreImage::set_quiesce_hook`.
@@ -115,7 +118,9 @@ impl StoreImage {
             lock.clone(),
             quiesce_hook.clone(),
         ));
+        let generation = AtomicU64::new(store.generation());
         let core = StoreImage {
+            generation,
             store,
             data_store,
             header,
@@ -159,7 +164,10 @@ impl StoreImage {
         // Clear first: a notification that arrives while we read is then
         // not lost, it just causes one more refresh.
         self.stale.store(false, Ordering::SeqCst);
+        self.follow_new_client();
         let info = Arc::new(header::load(&*self.store, &self.header)?);
+        // The load itself may have met the blocklist and reconnected.
+        self.follow_new_client();
         *self.loaded_at.lock() = Instant::now();
         let old = std::mem::replace(&mut *self.info.write(), info.clone());
         if let Some(lock) = &self.lock {
@@ -185,6 +193,25 @@ impl StoreImage {
         Ok(info)
     }
 
+    /// After the store replaced a lost RADOS client: the watch and the lock
+    /// of the old one are gone; set a new watch, take the lock again at the
+    /// next write.
+    fn follow_new_client(&self) {
+        let now = self.store.generation();
+        if self.generation.swap(now, Ordering::SeqCst) == now {
+            return;
+        }
+        info!(
+            "image {}: serving through the new RADOS client; re-watching the header",
+            self.name
+        );
+        if let Some(lock) = &self.lock {
+            lock.forget_lost();
+        }
+        self.watch_broken.store(false, Ordering::SeqCst);
+        self.watch.abandon();
+    }
+
     /// The watch handle the exclusive lock's cookie must name, setting the
     /// watch now if the background has not managed yet (the caller is about
     /// to write, so waiting for a write-class operation is fine). None when
@@ -208,7 +235,8 @@ impl StoreImage {
     pub fn current_info(&self) -> ImageResult<Arc<ImageInfo>> {
         let unwatched_and_old =
             || !self.watch.is_set() && self.loaded_at.lock().elapsed() >= UNWATCHED_REFRESH;
-        if self.stale.load(Ordering::SeqCst) || unwatched_and_old() {
+        let new_client = || self.store.generation() != self.generation.load(Ordering::SeqCst);
+        if self.stale.load(Ordering::SeqCst) || unwatched_and_old() || new_client() {
             self.refresh()
         } else {
             Ok(self.info())

@@ -89,6 +89,17 @@ impl HeaderWatch {
         *self.guard.lock() = None;
     }
 
+    /// Forgets a watch of a lost RADOS client: it is unwatched on a thread
+    /// of its own (the old client may take long to answer), and a new one
+    /// is set through the store's new client.
+    pub fn abandon(&self) {
+        if let Some(old) = self.guard.lock().take() {
+            let _ = std::thread::Builder::new()
+                .name("rbdfs-unwatch".into())
+                .spawn(move || drop(old));
+        }
+    }
+
     /// Sets the watch now if it is not set, waiting for RADOS: for callers
     /// that are about to write anyway. Returns the handle.
     pub fn set_now(&self) -> StoreResult<u64> {

@@ -295,6 +295,10 @@ impl ObjectStore for FailingStore {
         self.check(Op::PoolById, "pool_by_name", "")?;
         self.inner.pool_by_name(name, namespace)
     }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
 }
 
 #[cfg(test)]

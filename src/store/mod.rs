@@ -5,6 +5,7 @@
 pub mod failing;
 pub mod memory;
 pub mod rados;
+pub mod reconnecting;
 
 use thiserror::Error;
 
@@ -277,6 +278,14 @@ pub trait ObjectStore: Send + Sync {
             oid: format!("{name}/{namespace}"),
             errno: libc::EOPNOTSUPP,
         })
+    }
+
+    /// Which RADOS client serves this store: changes when the store
+    /// replaced a lost (blocklisted) client with a new one (see
+    /// [`reconnecting`]), so that images re-watch and re-take their locks.
+    /// Stores that never reconnect stay at 0.
+    fn generation(&self) -> u64 {
+        0
     }
 
     /// Reads a whole small object at the head, bounded by

@@ -70,6 +70,12 @@ mod pool_stat_ffi {
             values: *mut libc::c_char,
             values_len: *mut libc::size_t,
         ) -> libc::c_int;
+        /// Not in the `ceph` crate's bindings (librados 14+): this client's
+        /// addresses, a string to free with `rados_buffer_free`.
+        pub fn rados_getaddrs(
+            cluster: ceph::rados::rados_t,
+            addrs: *mut *mut libc::c_char,
+        ) -> libc::c_int;
     }
 }
 
@@ -114,6 +120,45 @@ pub enum ConnectError {
     Pool { pool: String, errno: i32 },
     #[error("{0} contains a NUL byte")]
     Nul(String),
+}
+
+impl ConnectError {
+    /// The errno behind the error (EINVAL when there is none).
+    pub fn errno(&self) -> i32 {
+        match self {
+            ConnectError::Conf { errno, .. }
+            | ConnectError::Option { errno, .. }
+            | ConnectError::Connect { errno }
+            | ConnectError::Pool { errno, .. } => *errno,
+            ConnectError::NoPool { .. } => libc::ENOENT,
+            ConnectError::Nul(_) => libc::EINVAL,
+        }
+    }
+}
+
+/// A store that replaces its RADOS client when the cluster blocklists it
+/// (see [`super::reconnecting`]): connected now to `pool` with `opts`, and
+/// again the same way whenever the client is lost.
+pub fn reconnecting_pool(
+    opts: &ConnectOptions,
+    pool: &str,
+) -> Result<super::reconnecting::Reconnecting, ConnectError> {
+    let first = RadosCluster::connect(opts)?.open_pool(pool)?;
+    let (opts, pool) = (opts.clone(), pool.to_string());
+    let connect = move || -> StoreResult<Arc<dyn ObjectStore>> {
+        let store = RadosCluster::connect(&opts)
+            .and_then(|c| c.open_pool(&pool))
+            .map_err(|e| StoreError::Errno {
+                op: "connect",
+                oid: pool.clone(),
+                errno: e.errno(),
+            })?;
+        Ok(Arc::new(store))
+    };
+    Ok(super::reconnecting::Reconnecting::with_store(
+        Arc::new(first),
+        Box::new(connect),
+    ))
 }
 
 fn cstr(s: &str) -> Result<CString, ConnectError> {
@@ -219,6 +264,27 @@ impl RadosCluster {
         // SAFETY: `self.handle` is a connected cluster handle, valid until
         // Drop.
         unsafe { rados_get_instance_id(self.handle) }
+    }
+
+    /// This client's address(es) as librados prints them (for log lines;
+    /// e.g. `[v2:127.0.0.1:0/123,v1:127.0.0.1:0/123]`), or "" if unknown.
+    pub fn address(&self) -> String {
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: `self.handle` is a connected cluster handle, valid until
+        // Drop; `out` is a valid out-pointer.
+        let rc = unsafe { pool_stat_ffi::rados_getaddrs(self.handle, &mut out) };
+        if rc < 0 || out.is_null() {
+            return String::new();
+        }
+        // SAFETY: librados set `out` (non-null) to a NUL-terminated string
+        // it allocated; we copy it before freeing it once.
+        let text = unsafe { std::ffi::CStr::from_ptr(out) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: `out` is the buffer rados_getaddrs allocated for us, freed
+        // once, after its last use above.
+        unsafe { rados_buffer_free(out) };
+        text
     }
 
     pub fn open_pool(self: &Arc<Self>, pool: &str) -> Result<RadosPool, ConnectError> {
@@ -825,6 +891,10 @@ impl ObjectStore for RadosPool {
 
     fn instance_id(&self) -> u64 {
         self.cluster.instance_id()
+    }
+
+    fn client_address(&self) -> String {
+        self.cluster.address()
     }
 
     fn blocklist_add(&self, address: &str, expire_secs: u32) -> StoreResult<()> {

@@ -1,0 +1,639 @@
+//! The cluster in trouble (issue 13), on a private cluster of three OSDs
+//! with a mgr and an erasure-coded pool (`contrib/cluster.sh start
+//! --with-mgr --osds 3 --ec`), never the shared one. One test, in phases
+//! that share the cluster (starting it is the expensive part); each phase
+//! prints how long it took:
+//!
+//! - `ec`: an image with `--data-pool rbd-ec` (k=2 m=1), random writes,
+//!   snapshots, discard and resize through the mount versus a model, then
+//!   `rbd export` of the head and the snapshots equal the model.
+//! - `blocklist`: while a writer writes with periodic fsync, rbdfs's client
+//!   is blocklisted; every fsync'd range is in `rbd export`, one fsync
+//!   fails with EIO, later writes and fsyncs succeed without a remount.
+//! - `quota`: a pool at its quota: reads return correct data at once, a
+//!   write fails with EDQUOT within `rados_timeout`, and once the quota is
+//!   raised writes work again.
+//! - `osd_kill`: fio --verify on a size-3 pool while one OSD, then
+//!   another, is SIGKILLed and restarted: no verify or I/O error; the
+//!   longest stall of a probe writer is printed and bounded.
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+
+fn report(msg: &str) {
+    let _ = writeln!(io::stderr(), "{msg}");
+}
+
+const CLUSTER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/cluster.sh");
+
+/// The private cluster, destroyed on drop.
+struct OwnCluster {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl OwnCluster {
+    fn start() -> OwnCluster {
+        let dir = PathBuf::from(format!("/var/tmp/rbdfs-trouble-{}", std::process::id()));
+        let mut why = String::from("ceph-mon not installed");
+        if Command::new("ceph-mon").arg("--version").output().is_ok() {
+            for attempt in 0..4u32 {
+                let port = 46789 + ((std::process::id() + attempt * 7) % 40) * 50;
+                let mut cmd = Command::new(CLUSTER_SH);
+                cmd.args(["start", "--with-mgr", "--osds", "3", "--ec"])
+                    .arg(&dir)
+                    .env("RBDFS_CLUSTER_PORT", port.to_string());
+                match run_timeout(&mut cmd, Duration::from_secs(300)) {
+                    Ok(o) if o.status.success() => {
+                        return OwnCluster {
+                            conf: dir.join("ceph.conf"),
+                            dir,
+                        };
+                    }
+                    Ok(o) => why = String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => why = e,
+                }
+                let _ = Command::new(CLUSTER_SH).arg("destroy").arg(&dir).output();
+                if !why.contains("already in use") {
+                    break;
+                }
+            }
+        }
+        panic!("cannot start a private cluster in {}: {why}", dir.display());
+    }
+
+    fn tool(&self, tool: &str, args: &[&str]) -> Result<Output, String> {
+        let mut cmd = Command::new(tool);
+        cmd.arg("-c").arg(&self.conf).args(args);
+        let o = run_timeout(&mut cmd, Duration::from_secs(180))?;
+        if o.status.success() {
+            Ok(o)
+        } else {
+            Err(format!(
+                "{tool} {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    }
+
+    fn rbd(&self, args: &[&str]) -> Output {
+        self.tool("rbd", args).unwrap()
+    }
+
+    fn ceph(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.tool("ceph", args).unwrap().stdout).into_owned()
+    }
+
+    fn export(&self, spec: &str) -> Vec<u8> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let path = f.path().to_str().unwrap().to_string();
+        fs::remove_file(&path).unwrap();
+        self.rbd(&["export", "--no-progress", spec, &path]);
+        fs::read(&path).unwrap()
+    }
+
+    fn pid(&self, daemon: &str) -> i32 {
+        let p = self.dir.join(format!("run/{daemon}.pid"));
+        fs::read_to_string(&p).unwrap().trim().parse().unwrap()
+    }
+
+    /// SIGKILLs `daemon`, waits until it is gone, waits `down`, then starts
+    /// it again (cluster.sh waits until I/O works).
+    fn kill_and_restart(&self, daemon: &str, down: Duration) {
+        let pid = self.pid(daemon);
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(down);
+        let mut cmd = Command::new(CLUSTER_SH);
+        cmd.arg("start").arg(&self.dir);
+        let o = run_timeout(&mut cmd, Duration::from_secs(300)).unwrap();
+        assert!(
+            o.status.success(),
+            "restart of {daemon}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let mut cmd = Command::new(CLUSTER_SH);
+        cmd.arg("destroy").arg(&self.dir);
+        if let Err(e) = run_timeout(&mut cmd, Duration::from_secs(120)) {
+            eprintln!("warning: could not destroy {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// A foreground rbdfs on the private cluster; unmounted on drop.
+struct RawMount {
+    child: Option<Child>,
+    dir: MountDir,
+}
+
+impl RawMount {
+    fn new(conf: &Path, pool: &str, extra: &[&str]) -> RawMount {
+        let dir = MountDir::new();
+        let mut args: Vec<String> = vec!["mount".into(), "-f".into(), "-v".into(), "-c".into()];
+        args.push(conf.to_str().unwrap().into());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend([pool.to_string(), dir.mnt.to_str().unwrap().to_string()]);
+        let mut child = spawn_rbdfs(&args, &dir.log, true);
+        let t0 = Instant::now();
+        while !is_fuse_mounted(&dir.mnt) {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "rbdfs exited before mounting ({st})\n{}",
+                    log_text(&dir.log)
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "not mounted\n{}",
+                log_text(&dir.log)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        RawMount {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.mnt.join(name)
+    }
+
+    fn log(&self) -> String {
+        log_text(&self.dir.log)
+    }
+}
+
+impl Drop for RawMount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = unmount(&self.dir.mnt);
+            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+
+fn phase_ec(c: &OwnCluster, m: &RawMount) {
+    let size = 8 * MIB;
+    c.rbd(&[
+        "create",
+        "--size",
+        "8M",
+        "--object-size",
+        "64K",
+        "--data-pool",
+        "rbd-ec",
+        "rbd/ec",
+    ]);
+    let info = String::from_utf8_lossy(&c.rbd(&["info", "rbd/ec"]).stdout).into_owned();
+    assert!(info.contains("data_pool: rbd-ec"), "{info}");
+    // librbd keeps header and omap in the replicated pool; data in rbd-ec.
+    let mut rng = Rng::from_seed(env_seed());
+    let f = open_rw(&m.path("ec"));
+    let mut model = vec![0u8; size as usize];
+    let mut snaps: Vec<(String, Vec<u8>)> = Vec::new();
+    for round in 0..3 {
+        for _ in 0..40 {
+            let len = rng.range(1, 200 * KIB);
+            let off = rng.below(model.len() as u64 - len + 1);
+            let data = rng.bytes(len as usize);
+            f.write_all_at(&data, off).unwrap();
+            model[off as usize..(off + len) as usize].copy_from_slice(&data);
+        }
+        // Discard a range (punch hole): reads as zeros.
+        let len = rng.range(1, 300 * KIB);
+        let off = rng.below(model.len() as u64 - len + 1);
+        // SAFETY: fallocate(2) on an open fd, plain integers.
+        let rc = unsafe {
+            libc::fallocate(
+                f.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off as i64,
+                len as i64,
+            )
+        };
+        assert_eq!(rc, 0, "punch hole: {}", io::Error::last_os_error());
+        model[off as usize..(off + len) as usize].fill(0);
+        f.sync_all().unwrap();
+        let snap = format!("s{round}");
+        c.rbd(&["snap", "create", &format!("rbd/ec@{snap}")]);
+        snaps.push((snap, model.clone()));
+        // Resize: shrink then grow (the regrown tail reads as zeros).
+        let new_len = model.len() as u64 - rng.range(1, MIB);
+        f.set_len(new_len).unwrap();
+        model.truncate(new_len as usize);
+        let grown = new_len + rng.range(1, 2 * MIB);
+        f.set_len(grown).unwrap();
+        model.resize(grown as usize, 0);
+    }
+    f.sync_all().unwrap();
+    assert_bytes_eq(
+        &read_full_at(&f, 0, model.len()).unwrap(),
+        &model,
+        "ec image read back",
+    );
+    drop(f);
+    assert_bytes_eq(&c.export("rbd/ec"), &model, "rbd export rbd/ec");
+    for (snap, want) in &snaps {
+        assert_bytes_eq(
+            &c.export(&format!("rbd/ec@{snap}")),
+            want,
+            &format!("rbd export rbd/ec@{snap}"),
+        );
+    }
+    let rados = |pool: &str| {
+        String::from_utf8_lossy(&c.tool("rados", &["-p", pool, "ls"]).unwrap().stdout).into_owned()
+    };
+    assert!(
+        rados("rbd-ec").contains("rbd_data."),
+        "no data objects in rbd-ec"
+    );
+    assert!(!rados("rbd").contains("rbd_data."), "data objects in rbd");
+}
+
+/// The writer of the blocklist phase: what it wrote, which fsyncs failed.
+#[derive(Default)]
+struct Writes {
+    /// (offset, data, fsync outcome covering it: None until an fsync ran,
+    /// Some(true) ok, Some(false) failed).
+    writes: Vec<(u64, Vec<u8>, Option<bool>)>,
+    fsync_errors: Vec<i32>,
+    fsyncs_ok: usize,
+    error: Option<String>,
+}
+
+fn phase_blocklist(c: &OwnCluster, m: &RawMount) {
+    let size = 8 * MIB;
+    c.rbd(&["create", "--size", "8M", "--object-size", "64K", "rbd/bl"]);
+    let log = Arc::new(Mutex::new(Writes::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (log, stop, path) = (log.clone(), stop.clone(), m.path("bl"));
+        thread::spawn(move || {
+            let f = open_rw(&path);
+            let mut rng = Rng::from_seed(env_seed() ^ 0xb1);
+            let mut pending = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let len = rng.range(1, 128 * KIB);
+                let off = rng.below(size - len + 1);
+                let data = rng.bytes(len as usize);
+                if let Err(e) = f.write_all_at(&data, off) {
+                    log.lock().unwrap().error = Some(format!("write: {e}"));
+                    return;
+                }
+                log.lock().unwrap().writes.push((off, data, None));
+                pending += 1;
+                if pending >= 4 {
+                    pending = 0;
+                    let r = f.sync_all();
+                    let mut l = log.lock().unwrap();
+                    let ok = r.is_ok();
+                    match r {
+                        Ok(()) => l.fsyncs_ok += 1,
+                        Err(e) => l.fsync_errors.push(errno_of(&e)),
+                    }
+                    for w in l.writes.iter_mut().rev() {
+                        if w.2.is_some() {
+                            break;
+                        }
+                        w.2 = Some(ok);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let r = f.sync_all();
+            let mut l = log.lock().unwrap();
+            let ok = r.is_ok();
+            if let Err(e) = r {
+                l.error = Some(format!("last fsync: {e}"));
+            }
+            for w in l.writes.iter_mut().rev() {
+                if w.2.is_some() {
+                    break;
+                }
+                w.2 = Some(ok);
+            }
+        })
+    };
+    // Let it write a while, then blocklist the mount's client.
+    thread::sleep(Duration::from_secs(3));
+    let status = String::from_utf8_lossy(&c.rbd(&["status", "rbd/bl"]).stdout).into_owned();
+    let addr = status
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("watcher="))
+        .unwrap_or_else(|| panic!("no watcher of rbd/bl: {status}"))
+        .to_string();
+    let fsyncs_before = log.lock().unwrap().fsyncs_ok;
+    assert!(fsyncs_before > 0, "no fsync before the blocklist");
+    let t_block = Instant::now();
+    c.ceph(&["osd", "blocklist", "add", &addr]);
+    // Wait for the failed fsync, then for a few more good ones.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (mut failed_at, mut ok_after) = (None, 0);
+    while Instant::now() < deadline {
+        {
+            let l = log.lock().unwrap();
+            if let Some(e) = &l.error {
+                panic!("writer: {e}\n{}", m.log());
+            }
+            if failed_at.is_none() && !l.fsync_errors.is_empty() {
+                failed_at = Some((t_block.elapsed(), l.fsyncs_ok));
+            }
+            if let Some((_, n)) = failed_at {
+                ok_after = l.fsyncs_ok - n;
+            }
+        }
+        if ok_after >= 5 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    let l = log.lock().unwrap();
+    if let Some(e) = &l.error {
+        panic!("writer: {e}\n{}", m.log());
+    }
+    let (after, _) = failed_at.unwrap_or_else(|| {
+        panic!(
+            "no fsync failed after the blocklist ({} ok)\n{}",
+            l.fsyncs_ok,
+            m.log()
+        )
+    });
+    report(&format!(
+        "[blocklist] fsync failed {after:?} after the blocklist; errors {:?}; {ok_after} good fsyncs after",
+        l.fsync_errors
+    ));
+    assert_eq!(l.fsync_errors, vec![libc::EIO], "one EIO only\n{}", m.log());
+    assert!(ok_after >= 5, "writes did not recover\n{}", m.log());
+    // Bytes whose last write was fsync'd are as written; bytes whose last
+    // write's fsync failed may hold anything.
+    let mut want: Vec<Option<u8>> = vec![Some(0); size as usize];
+    for (off, data, synced) in &l.writes {
+        for (i, &b) in data.iter().enumerate() {
+            want[*off as usize + i] = match synced {
+                Some(true) => Some(b),
+                _ => None,
+            };
+        }
+    }
+    let got = c.export("rbd/bl");
+    assert_eq!(got.len(), size as usize);
+    let bad = (0..got.len()).find(|&i| want[i].is_some_and(|w| w != got[i]));
+    assert!(
+        bad.is_none(),
+        "byte {bad:?} of rbd/bl differs from what was fsync'd"
+    );
+    let text = m.log();
+    assert!(
+        text.contains("lost:"),
+        "no error line for the lost client\n{text}"
+    );
+    assert!(
+        text.contains("reconnected"),
+        "no line for the reconnection\n{text}"
+    );
+    assert!(text.contains("data lost") || l.fsync_errors.is_empty());
+}
+
+fn pool_flags(c: &OwnCluster, pool: &str) -> String {
+    c.ceph(&["osd", "pool", "ls", "detail"])
+        .lines()
+        .find(|l| l.contains(&format!("'{pool}'")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(250));
+    }
+    t0.elapsed()
+}
+
+fn phase_quota(c: &OwnCluster) {
+    c.ceph(&["osd", "pool", "create", "rbdq", "8", "8"]);
+    c.ceph(&["osd", "pool", "application", "enable", "rbdq", "rbd"]);
+    c.rbd(&["create", "--size", "16M", "--object-size", "64K", "rbdq/a"]);
+    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdq/b"]);
+    let m = RawMount::new(&c.conf, "rbdq", &["-o", "rados_timeout=10"]);
+    let mut rng = Rng::from_seed(env_seed() ^ 0x9a);
+    let mut model = rng.bytes(4 * MIB as usize);
+    let f = open_rw(&m.path("a"));
+    f.write_all_at(&model, 0).unwrap();
+    f.sync_all().unwrap();
+    let b_data = rng.bytes(64 * KIB as usize);
+    {
+        let fb = open_rw(&m.path("b"));
+        fb.write_all_at(&b_data, 0).unwrap();
+        fb.sync_all().unwrap();
+    }
+    // Quota below what the pool holds: the pool is flagged full.
+    c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "1048576"]);
+    let t = wait_for("pool rbdq flagged full", Duration::from_secs(120), || {
+        pool_flags(c, "rbdq").contains("full")
+    });
+    report(&format!("[quota] pool flagged full after {t:?}"));
+    // Reads: of the open image, and of one opened afresh.
+    let t0 = Instant::now();
+    assert_bytes_eq(&read_full_at(&f, 0, model.len()).unwrap(), &model, "read a");
+    let fb = File::open(m.path("b")).unwrap();
+    assert_bytes_eq(
+        &read_full_at(&fb, 0, b_data.len()).unwrap(),
+        &b_data,
+        "read b",
+    );
+    let read_time = t0.elapsed();
+    report(&format!(
+        "[quota] reads on the full pool took {read_time:?}"
+    ));
+    assert!(
+        read_time < Duration::from_secs(5),
+        "reads took {read_time:?}"
+    );
+    // A write: EDQUOT from the write or the fsync, within rados_timeout.
+    let t0 = Instant::now();
+    let dropped = rng.bytes(256 * KIB as usize);
+    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
+    let took = t0.elapsed();
+    let e = r.expect_err("a write to a pool at its quota succeeded");
+    report(&format!("[quota] write failed with {e} after {took:?}"));
+    assert_eq!(errno_of(&e), libc::EDQUOT, "{e}\n{}", m.log());
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    // Reported once: the next fsync is clean.
+    let _ = f.sync_all();
+    // Space comes back: writes work again, without a remount.
+    c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "0"]);
+    let t = wait_for("pool rbdq not full", Duration::from_secs(120), || {
+        !pool_flags(c, "rbdq").contains("full")
+    });
+    report(&format!("[quota] pool not full after {t:?}"));
+    let again = rng.bytes(128 * KIB as usize);
+    f.write_all_at(&again, MIB).unwrap();
+    f.sync_all().unwrap();
+    model[MIB as usize..MIB as usize + again.len()].copy_from_slice(&again);
+    drop(f);
+    drop(fb);
+    drop(m);
+    let got = c.export("rbdq/a");
+    assert_bytes_eq(&got[..model.len()], &model, "rbd export rbdq/a");
+}
+
+/// fio with crc32c verification: 3 jobs on disjoint 32 MiB regions.
+fn run_fio(file: &Path) -> Result<String, String> {
+    let mut cmd = Command::new("fio");
+    cmd.arg("--name=v")
+        .arg(format!("--filename={}", file.display()))
+        .args([
+            "--direct=1",
+            "--ioengine=libaio",
+            "--rw=randwrite",
+            "--bs=4k",
+        ])
+        .args([
+            "--iodepth=8",
+            "--numjobs=3",
+            "--size=32M",
+            "--offset_increment=32M",
+        ])
+        .args(["--group_reporting", "--verify=crc32c", "--verify_fatal=1"])
+        .args(["--do_verify=1", "--verify_state_save=0"]);
+    let o = run_timeout(&mut cmd, Duration::from_secs(600))?;
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let errs = text
+        .lines()
+        .any(|l| l.contains("err=") && !l.contains("err= 0"));
+    if !o.status.success() || errs || text.contains("verify:") || text.contains("bad magic") {
+        return Err(format!("fio failed ({}):\n{text}", o.status));
+    }
+    Ok(text)
+}
+
+fn phase_osd_kill(c: &OwnCluster, m: &RawMount) {
+    assert!(
+        Command::new("fio").arg("--version").output().is_ok(),
+        "fio is not installed"
+    );
+    c.rbd(&["create", "--size", "96M", "rbd/fio"]);
+    c.rbd(&["create", "--size", "4M", "rbd/probe"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // A probe: 4 KiB write + fsync in a loop; its longest round is the
+    // longest stall the mount showed.
+    let probe = {
+        let (stop, path) = (stop.clone(), m.path("probe"));
+        thread::spawn(move || -> Result<Duration, String> {
+            let f = open_rw(&path);
+            let mut worst = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let t = Instant::now();
+                f.write_all_at(&[i as u8; 4096], (i % 1000) * 4096)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| format!("probe: {e}"))?;
+                worst = worst.max(t.elapsed());
+                i += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            Ok(worst)
+        })
+    };
+    let faults = {
+        let (dir, conf) = (c.dir.clone(), c.conf.clone());
+        thread::spawn(move || {
+            let c = OwnCluster { dir, conf };
+            for osd in ["osd.0", "osd.1"] {
+                thread::sleep(Duration::from_secs(8));
+                let t = Instant::now();
+                c.kill_and_restart(osd, Duration::from_secs(10));
+                report(&format!(
+                    "[osd_kill] {osd} killed and back in {:?}",
+                    t.elapsed()
+                ));
+            }
+            std::mem::forget(c); // the test's guard destroys the cluster
+        })
+    };
+    let fio_path = m.path("fio");
+    let mut runs = 0;
+    let mut fio_result = Ok(String::new());
+    while !faults.is_finished() || runs == 0 {
+        runs += 1;
+        fio_result = run_fio(&fio_path);
+        if fio_result.is_err() {
+            break;
+        }
+    }
+    faults.join().unwrap();
+    // Once more with every OSD back: data read back is unchanged.
+    if fio_result.is_ok() {
+        fio_result = run_fio(&fio_path);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let worst = probe.join().unwrap();
+    if let Err(e) = fio_result {
+        panic!("{e}\n{}", m.log());
+    }
+    let worst = worst.unwrap_or_else(|e| panic!("{e}\n{}", m.log()));
+    report(&format!(
+        "[osd_kill] {runs} fio runs while OSDs were killed; longest probe stall {worst:?} (heartbeat grace 6 s)"
+    ));
+    assert!(worst < Duration::from_secs(6 + 20), "stall {worst:?}");
+}
+
+#[test]
+fn trouble() {
+    let t0 = Instant::now();
+    let c = OwnCluster::start();
+    report(&format!(
+        "[trouble] 3-OSD cluster with mgr and EC pool started in {:?}",
+        t0.elapsed()
+    ));
+    let m = RawMount::new(&c.conf, "rbd", &["-o", "rados_timeout=30"]);
+    let phase = |name: &str, f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        report(&format!("[trouble] phase {name}: {:?}", t.elapsed()));
+    };
+    phase("ec", &|| phase_ec(&c, &m));
+    phase("blocklist", &|| phase_blocklist(&c, &m));
+    phase("quota", &|| phase_quota(&c));
+    phase("osd_kill", &|| phase_osd_kill(&c, &m));
+    drop(m);
+    report(&format!("[trouble] total {:?}", t0.elapsed()));
+}
