@@ -156,6 +156,25 @@ fn read_only_user_reads_at_once_and_writes_fail_at_once() {
         f.sync_all().unwrap();
     }
 
+    // Images without the exclusive lock: nothing but the write itself can
+    // be refused there, so the user's capability must be known before the
+    // write is acknowledged into the cache.
+    let v1 = scratch.name("rouser-v1");
+    let v1_data = rng.bytes((MIB + 9) as usize);
+    cluster.import_v1(&v1, &v1_data, 16);
+    let plain = scratch.name("rouser-plain");
+    let plain_data = rng.bytes((MIB + 11) as usize);
+    let tmp_plain = tempfile::NamedTempFile::new().unwrap();
+    fs::write(tmp_plain.path(), &plain_data).unwrap();
+    cluster.rbd(&[
+        "import",
+        "--no-progress",
+        "--image-feature",
+        "layering",
+        tmp_plain.path().to_str().unwrap(),
+        &spec(&plain),
+    ]);
+
     let user = User::new(&cluster, "ro", "profile rbd-read-only pool=rbd");
     let args = user.mount_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -187,6 +206,20 @@ fn read_only_user_reads_at_once_and_writes_fail_at_once() {
         &[libc::EROFS, libc::EPERM, libc::EACCES],
         "snapshot create",
     );
+    for (name, data) in [(&v1, &v1_data), (&plain, &plain_data)] {
+        for round in 0..3 {
+            // A fresh open each time: the refused watch is warned about
+            // once per image, not once per open.
+            assert_bytes_eq(&fs::read(mount.path(name)).unwrap(), data, name);
+            let f = OpenOptions::new().write(true).open(mount.path(name));
+            let w = f.and_then(|f| f.write_all_at(b"nope", 4096));
+            assert_errno(
+                w,
+                &[libc::EROFS, libc::EPERM, libc::EACCES],
+                &format!("write to {name} (round {round}): refused at once, not at fsync"),
+            );
+        }
+    }
     let refused = t1.elapsed();
     assert!(
         refused < Duration::from_secs(10),
@@ -194,11 +227,26 @@ fn read_only_user_reads_at_once_and_writes_fail_at_once() {
         mount.log()
     );
     let log = mount.log();
-    let warnings = log.matches("cannot watch the header").count();
-    assert!(
-        warnings <= 1,
-        "the missing watch was warned about {warnings} times (once is enough)\n{log}"
-    );
+    for name in [&img, &v1, &plain] {
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("cannot watch the header") && l.contains(name.as_str()))
+            .count();
+        assert!(
+            warnings <= 1,
+            "the refused watch of {name} was warned about {warnings} times (once is enough)\n{log}"
+        );
+    }
     drop(mount);
     assert_bytes_eq(&cluster.export(&img), &head_data, "rbd export of the head");
+    assert_bytes_eq(
+        &cluster.export(&v1),
+        &v1_data,
+        "rbd export of the format-1 image",
+    );
+    assert_bytes_eq(
+        &cluster.export(&plain),
+        &plain_data,
+        "rbd export of the plain image",
+    );
 }

@@ -46,6 +46,9 @@ pub struct Image {
         parking_lot::Mutex<std::collections::HashMap<SnapId, (std::time::Instant, u64)>>,
     /// Diff streams laid out so far (snapshots never change).
     diff_plans: parking_lot::Mutex<std::collections::HashMap<diff::PlanKey, Arc<DiffPlan>>>,
+    /// Whether our CephX user may write the data pool, once known (see
+    /// `check_may_write`).
+    may_write: std::sync::OnceLock<bool>,
 }
 
 impl std::fmt::Debug for Image {
@@ -94,6 +97,7 @@ impl Image {
             io_gate: RwLock::new(()),
             allocated_cache: Default::default(),
             diff_plans: Default::default(),
+            may_write: std::sync::OnceLock::new(),
         });
         if let Some(lock) = &image.store_image.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
@@ -348,6 +352,7 @@ impl Image {
         let _gate = self.io_gate.read();
         let mut info = self.current_info()?;
         self.check_writable(&info)?;
+        self.check_may_write()?;
         // As librbd: an exclusive-lock image is ours before a write to it
         // is acknowledged, so another client's snapshot or lock request
         // comes to us, and we write the data back first. (Not held while
@@ -390,6 +395,47 @@ impl Image {
                 reason: reason.clone(),
             }),
             None => Ok(()),
+        }
+    }
+
+    /// A write is acknowledged once it is in the cache, so a user the OSDs
+    /// refuse writes to (`profile rbd-read-only`) must be found out before
+    /// that, or the data would be dropped at write-back. Asked once per
+    /// open image, with no side effect: removing an object that does not
+    /// exist needs the write capability (EPERM without it, ENOENT with
+    /// it). An answer that is neither (cluster trouble) is not remembered.
+    fn check_may_write(&self) -> ImageResult<()> {
+        const PROBE: &str = "rbdfs.write_probe";
+        let may = match self.may_write.get() {
+            Some(&may) => may,
+            None => {
+                let store = self.store_image.data_store();
+                match store.remove(PROBE, &crate::format::SnapContext::default()) {
+                    Err(e) if matches!(e.errno(), libc::EPERM | libc::EACCES) => {
+                        info!(
+                            "image {}: this CephX user may not write its data pool: \
+                             writes fail with EROFS",
+                            self.name()
+                        );
+                        *self.may_write.get_or_init(|| false)
+                    }
+                    Err(e) if e.is_not_found() => *self.may_write.get_or_init(|| true),
+                    // Someone made the object: we could remove it, so we may write.
+                    Ok(()) => *self.may_write.get_or_init(|| true),
+                    Err(e) => {
+                        debug!("image {}: write probe: {e}", self.name());
+                        true
+                    }
+                }
+            }
+        };
+        if may {
+            Ok(())
+        } else {
+            Err(ImageError::ReadOnly {
+                image: self.name().to_string(),
+                reason: "the CephX user may not write this pool".into(),
+            })
         }
     }
 

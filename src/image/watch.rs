@@ -26,6 +26,12 @@ use crate::store::{ObjectStore, StoreResult, WatchEvent, WatchGuard};
 /// often (at most), as the kernel re-asks for attributes after its TTL.
 pub const UNWATCHED_REFRESH: Duration = Duration::from_secs(1);
 
+/// Headers whose watch was refused and warned about, across opens of the
+/// image (a read-only CephX user is refused at every open: one warning,
+/// until a watch is set again).
+static WARNED: std::sync::LazyLock<Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Backoff of the background attempts: first retry after 1 s, doubling.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -112,7 +118,8 @@ impl HeaderWatch {
                 let cookie = guard.cookie();
                 *self.guard.lock() = Some(guard);
                 let failed = self.failures.swap(0, Ordering::SeqCst);
-                if failed > 0 {
+                let was_warned = WARNED.lock().remove(&self.oid);
+                if failed > 0 || was_warned {
                     info!(
                         "image {}: header watch set (after {failed} failed attempts)",
                         self.name
@@ -123,7 +130,8 @@ impl HeaderWatch {
                 Ok(cookie)
             }
             Err(e) => {
-                if self.failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                let first = self.failures.fetch_add(1, Ordering::SeqCst) == 0;
+                if first && WARNED.lock().insert(self.oid.clone()) {
                     warn!(
                         "image {}: cannot watch the header ({e}); retrying in the background, \
                          re-reading the header every {UNWATCHED_REFRESH:?} meanwhile",
