@@ -113,10 +113,10 @@ fn pool_mount_shows_each_namespace_under_ns() {
     let a2_head = export(&cluster, &format!("{p}/t2/a"));
 
     let m = Mount::with_pool(&cluster, &[], &p);
-    assert_eq!(names(m.dir()), [".diff", ".ns", ".snap", "top"]);
+    assert_eq!(names(m.dir()), [".diff", ".ns", ".part", ".snap", "top"]);
     let ns = m.path(".ns");
     assert_eq!(names(&ns), ["t1", "t2"]);
-    assert_eq!(names(&ns.join("t1")), [".diff", ".snap", "a"]);
+    assert_eq!(names(&ns.join("t1")), [".diff", ".part", ".snap", "a"]);
     assert_bytes_eq(&fs::read(m.path("top")).unwrap(), &top, "top");
     assert_bytes_eq(&fs::read(ns.join("t1/a")).unwrap(), &a1, "t1/a");
     assert_bytes_eq(&fs::read(ns.join("t2/a")).unwrap(), &a2_head, "t2/a");
@@ -191,7 +191,7 @@ fn namespace_and_cluster_mounts() {
     // POOL/NAMESPACE: the namespace only, no .ns.
     {
         let m = Mount::with_pool(&cluster, &[], &format!("{p}/t1"));
-        assert_eq!(names(m.dir()), [".diff", ".snap", "a", "b"]);
+        assert_eq!(names(m.dir()), [".diff", ".part", ".snap", "a", "b"]);
         write_at(&m.path("b"), 4096, b"in t1");
         assert_eq!(
             &export(&cluster, &format!("{p}/t1/b"))[4096..4101],
@@ -201,7 +201,7 @@ fn namespace_and_cluster_mounts() {
     // --image of a namespace.
     {
         let m = Mount::with_pool(&cluster, &["--image", "a"], &format!("{p}/t1"));
-        assert_eq!(names(m.dir()), [".diff", ".snap", "a"]);
+        assert_eq!(names(m.dir()), [".diff", ".part", ".snap", "a"]);
     }
 
     // /: every rbd pool, not the others; pools come and go.
@@ -210,7 +210,7 @@ fn namespace_and_cluster_mounts() {
     assert!(root.contains(&p), "{root:?}");
     assert!(root.contains(&"rbd".to_string()), "{root:?}");
     assert!(!root.contains(&plain.name), "{root:?}");
-    assert_eq!(names(&m.path(&p)), [".diff", ".ns", ".snap", "d"]);
+    assert_eq!(names(&m.path(&p)), [".diff", ".ns", ".part", ".snap", "d"]);
     assert_eq!(names(&m.path(&p).join(".ns")), ["t1"]);
     assert_eq!(
         &fs::read(m.path(&p).join(".ns/t1/b")).unwrap()[4096..4101],
@@ -393,14 +393,14 @@ fn user_limited_to_one_namespace() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     {
         let m = Mount::with_pool(&cluster, &args, &format!("{p}/t1"));
-        assert_eq!(names(m.dir()), [".diff", ".snap", "a"]);
+        assert_eq!(names(m.dir()), [".diff", ".part", ".snap", "a"]);
         assert_bytes_eq(&fs::read(m.path("a")).unwrap(), &data, "read");
         write_at(&m.path("a"), 4096, b"user wrote");
         fs::File::create(m.path(".snap/a/by-user")).unwrap();
         fs::write(m.path("new"), b"created").unwrap();
-        assert_eq!(names(m.dir()), [".diff", ".snap", "a", "new"]);
+        assert_eq!(names(m.dir()), [".diff", ".part", ".snap", "a", "new"]);
         fs::remove_file(m.path("new")).unwrap();
-        assert_eq!(names(m.dir()), [".diff", ".snap", "a"]);
+        assert_eq!(names(m.dir()), [".diff", ".part", ".snap", "a"]);
     }
     assert_eq!(
         &export(&cluster, &format!("{p}/t1/a"))[4096..4106],
