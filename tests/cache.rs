@@ -274,7 +274,10 @@ fn failed_write_back_reaches_fsync_and_close() {
     );
 
     let log = mount.log();
-    assert!(log.contains("write-back failed"), "no log line:\n{log}");
+    assert!(
+        log.contains("data lost: write-back of bytes"),
+        "no error line naming the lost bytes:\n{log}"
+    );
     drop(fa);
     // Nothing is left to write back; rbdfs must still end when asked (its
     // exit status is not the point here: the client is blocklisted).

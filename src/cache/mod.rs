@@ -533,6 +533,14 @@ impl ImageCache {
         self.state.invalidate()
     }
 
+    /// The RADOS client that acknowledged this image's dirty data was
+    /// replaced (blocklisted): that data must not reach RADOS through the
+    /// new client (another may own the image now). Drops it, logs the lost
+    /// ranges and reports `e` to the next flush; returns the bytes dropped.
+    pub fn drop_dirty(&self, e: ImageError) -> u64 {
+        self.state.drop_dirty(e)
+    }
+
     /// A read of [offset, offset+len) of the image at `snap` was served; the
     /// cache may detect a sequential reader and prefetch what follows.
     pub fn note_read(&self, snap: SnapId, offset: u64, len: u64) {

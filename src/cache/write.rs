@@ -341,6 +341,42 @@ impl ImageState {
 
     /// The image byte ranges of a batch of `object_no` (for the log line
     /// of data that could not be written back), merged, in order.
+    /// Fencing: the RADOS client that acknowledged the dirty data is gone
+    /// (blocklisted, so another client may own the image now): drops every
+    /// dirty byte not yet in flight, logs the ranges as lost and keeps `e`
+    /// for the next flush. Returns the bytes dropped.
+    pub(super) fn drop_dirty(self: &Arc<Self>, e: ImageError) -> u64 {
+        let slots: Vec<(u64, Slot)> = self
+            .slots
+            .lock()
+            .iter()
+            .map(|(&n, s)| (n, s.clone()))
+            .collect();
+        let mut lost = Vec::new();
+        let mut dropped = 0;
+        for (object_no, slot) in slots {
+            let freed = {
+                let mut st = slot.lock();
+                let dirty = std::mem::take(&mut st.dirty);
+                st.dirty_since = None;
+                let freed = dirty.bytes();
+                if freed > 0 {
+                    lost.extend(self.lost_ranges(object_no, dirty.runs()));
+                    // Slot before budget, as where a batch starts.
+                    self.shared.release(|b| b.uncharge_dirty(freed));
+                }
+                freed
+            };
+            dropped += freed;
+            self.remove_if_idle(object_no);
+        }
+        if dropped > 0 {
+            self.record_error(e, &lost);
+        }
+        self.notify_progress();
+        dropped
+    }
+
     fn lost_ranges(&self, object_no: u64, batch: &BTreeMap<u64, Vec<u8>>) -> Vec<(u64, u64)> {
         let layout = self.io.layout();
         let mut ranges: Vec<(u64, u64)> = batch

@@ -22,6 +22,9 @@ pub(super) struct Handle {
     diff: Option<Arc<DiffPlan>>,
     /// A partition file: the range of the image it is.
     part: Option<PartRange>,
+    /// A close(2) flushed it: its release is on the way (see
+    /// `is_still_open`).
+    closing: bool,
 }
 
 impl RbdFs {
@@ -51,6 +54,7 @@ impl RbdFs {
                 created: false,
                 diff: Some(plan),
                 part: None,
+                closing: false,
             },
         );
         fh
@@ -78,17 +82,37 @@ impl RbdFs {
         !self.opts.fixed_size || self.handles.lock().get(&fh).is_some_and(|h| h.created)
     }
 
-    /// Whether a file of image `name` (head or snapshot) is open.
-    pub(super) fn is_open(&self, name: &str) -> bool {
-        self.handles.lock().values().any(|h| h.image.name() == name)
+    /// Whether a file of image `name` (or of its head only) is open, after
+    /// giving the releases of files that
+    /// a close(2) has flushed a moment: close returns after FUSE's flush,
+    /// and the release that drops the handle follows asynchronously, so
+    /// `cp a IMG && rm IMG` (or `mv`, or a rollback) must not meet EBUSY
+    /// for a file that is already closed. Files not being closed answer at
+    /// once.
+    pub(super) fn is_still_open(&self, name: &str, head_only: bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let (open, closing) = {
+                let handles = self.handles.lock();
+                let mut of_image = handles
+                    .values()
+                    .filter(|h| h.image.name() == name && (!head_only || h.snap == NOSNAP))
+                    .peekable();
+                let open = of_image.peek().is_some();
+                (open, open && of_image.all(|h| h.closing))
+            };
+            if !closing || std::time::Instant::now() >= deadline {
+                return open;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
-    /// Whether the head of image `name` is open (for writing or not).
-    pub(super) fn is_head_open(&self, name: &str) -> bool {
-        self.handles
-            .lock()
-            .values()
-            .any(|h| h.snap == NOSNAP && h.image.name() == name)
+    /// close(2) of `fh` (FUSE flush): its release follows.
+    pub(super) fn mark_closing(&self, fh: u64) {
+        if let Some(h) = self.handles.lock().get_mut(&fh) {
+            h.closing = true;
+        }
     }
 
     pub(super) fn flush_handle(&self, fh: u64) -> Result<(), Errno> {
@@ -120,6 +144,7 @@ impl RbdFs {
                 created,
                 diff: None,
                 part: None,
+                closing: false,
             },
         );
         fh

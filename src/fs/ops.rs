@@ -237,7 +237,11 @@ impl RbdFs {
     /// close(): acknowledged writes must be on RADOS before it returns,
     /// and a failed write-back is reported here.
     pub fn flush(&self, fh: u64) -> Result<(), Errno> {
-        self.flush_handle(fh)
+        let result = self.flush_handle(fh);
+        // A dup'd descriptor's close flushes too and leaves the file open:
+        // being marked only makes `is_still_open` wait up to a second.
+        self.mark_closing(fh);
+        result
     }
 
     pub fn fsync(&self, fh: u64, _datasync: bool) -> Result<(), Errno> {
@@ -378,7 +382,7 @@ impl RbdFs {
         if is_reserved_root_name(old) || is_reserved_root_name(new) {
             return Err(Errno::EPERM);
         }
-        if self.is_open(old) {
+        if self.is_still_open(old, false) {
             return Err(Errno::EBUSY);
         }
         self.pool

@@ -88,7 +88,7 @@ impl RbdFs {
         if is_reserved_root_name(name) {
             return Err(Errno::EPERM);
         }
-        if self.is_open(name) {
+        if self.is_still_open(name, false) {
             return Err(Errno::EBUSY);
         }
         self.pool

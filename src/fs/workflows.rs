@@ -43,7 +43,7 @@ impl RbdFs {
     /// Rollback needs the image to itself: EBUSY while its head is open
     /// through this mount or another client watches it.
     fn check_exclusive_use(&self, image_name: &str) -> Result<(), Errno> {
-        if self.is_head_open(image_name) {
+        if self.is_still_open(image_name, true) {
             return Err(Errno::EBUSY.with_detail(format!("{image_name} is open")));
         }
         let image = self.image(image_name)?;

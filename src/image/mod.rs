@@ -102,6 +102,22 @@ impl Image {
         if let Some(lock) = &image.store_image.lock {
             lock.set_hooks(Box::new(CacheHandover(Arc::downgrade(&image))));
         }
+        // Blocklisted and replaced by a new client: what the old one
+        // acknowledged is not ours to write any more.
+        let weak = Arc::downgrade(&image);
+        image.store_image.set_fence_hook(Arc::new(move || {
+            if let Some(image) = weak.upgrade() {
+                let e = ImageError::Store {
+                    image: image.name().to_string(),
+                    source: StoreError::Errno {
+                        op: "write-back (the RADOS client was blocklisted)",
+                        oid: image.name().to_string(),
+                        errno: libc::EIO,
+                    },
+                };
+                image.cache.drop_dirty(e);
+            }
+        }));
         // Another client's `rbd snap create` quiesces us first: what we
         // acknowledged goes into its snapshot, as librbd's cache would.
         let weak = Arc::downgrade(&image);

@@ -26,6 +26,10 @@ use crate::error::{ImageError, ImageResult};
 use crate::layout::Layout;
 use crate::store::{NOSNAP, ObjectStore, SnapId, StoreError};
 
+/// How long opening an image waits for its header watch (see
+/// `HeaderWatch::wait_first_attempt`).
+const OPEN_WATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Locks that serialise copy-ups of one object.
 const COPY_UP_LOCKS: usize = 64;
 
@@ -60,6 +64,8 @@ pub struct StoreImage {
     /// Writes back the cache when another client quiesces the image before
     /// taking a snapshot (`rbd snap create`), as librbd flushes its own.
     quiesce_hook: Arc<Mutex<Option<QuiesceHook>>>,
+    /// Drops what the cache holds for the lost client (see `follow_new_client`).
+    fence_hook: Mutex<Option<QuiesceHook>>,
     /// The store's client generation our watch and lock were made with
     /// (see `ObjectStore::generation`).
     generation: AtomicU64,
@@ -136,8 +142,10 @@ impl StoreImage {
             lock,
             watch_broken,
             quiesce_hook,
+            fence_hook: Mutex::new(None),
         };
         core.watch.ensure();
+        core.watch.wait_first_attempt(OPEN_WATCH_WAIT);
         Ok(core)
     }
 
@@ -155,6 +163,12 @@ impl StoreImage {
 
     /// What to run (write back the cache) when another client quiesces the
     /// image before a snapshot.
+    /// What to run when the store replaced a lost (blocklisted) client:
+    /// drop the dirty data that client acknowledged.
+    pub(super) fn set_fence_hook(&self, hook: QuiesceHook) {
+        *self.fence_hook.lock() = Some(hook);
+    }
+
     pub(super) fn set_quiesce_hook(&self, hook: QuiesceHook) {
         *self.quiesce_hook.lock() = Some(hook);
     }
@@ -210,6 +224,11 @@ impl StoreImage {
         }
         self.watch_broken.store(false, Ordering::SeqCst);
         self.watch.abandon();
+        // The lost client's lock was broken: what it acknowledged and did
+        // not write back is fenced off, never written by the new client.
+        if let Some(fence) = self.fence_hook.lock().clone() {
+            fence();
+        }
     }
 
     /// The watch handle the exclusive lock's cookie must name, setting the
@@ -452,7 +471,16 @@ impl StoreImage {
         &self,
         object_no: u64,
     ) -> ImageResult<(Arc<ImageInfo>, Option<WriteAdmission<'_>>)> {
+        let generation = self.generation.load(Ordering::SeqCst);
         let info = self.current_info()?;
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // This write carries data the lost client acknowledged.
+            return Err(self.store_err(StoreError::Errno {
+                op: "write-back after the RADOS client was replaced",
+                oid: self.name.clone(),
+                errno: libc::EIO,
+            }));
+        }
         if let Some(reason) = &info.read_only {
             return Err(ImageError::ReadOnly {
                 image: self.name.clone(),

@@ -145,6 +145,20 @@ impl HeaderWatch {
         }
     }
 
+    /// Waits up to `limit` for the first background attempt to end (set or
+    /// refused): other clients see us as a watcher right after an open, as
+    /// with librbd (`rbd rm` and our own in-use checks look at watchers),
+    /// while a watch that hangs (full pool) holds an open up only `limit`.
+    pub fn wait_first_attempt(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while !self.is_set()
+            && self.failures.load(Ordering::SeqCst) == 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Makes sure the watch gets set without waiting for it: a background
     /// thread tries until it succeeds or the image is closed.
     pub fn ensure(self: &Arc<Self>) {
