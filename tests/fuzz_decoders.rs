@@ -407,7 +407,7 @@ fn partition_tables() {
 /// `b` with the CRC32s of a GPT header (at 512 or 4096) and of its entry
 /// array (where it lies within `b`) recomputed.
 fn fix_gpt_crcs(b: &[u8]) -> Vec<u8> {
-    use rbdfs::format::partitions::crc32_parts;
+    use rbdfs::format::crc::crc32_parts;
     let mut b = b.to_vec();
     for s in [512usize, 4096] {
         if b.get(s..s + 8) != Some(&b"EFI PART"[..]) || b.len() < s + 92 {

@@ -1,6 +1,7 @@
 //! Bytes ↔ structures for the on-disk RBD format. No I/O happens here, and
 //! no input, however hostile, makes these functions panic.
 
+pub mod crc;
 pub mod decode;
 pub mod diff;
 pub mod partitions;

@@ -15,6 +15,8 @@
 //! the disk is not read. Allocation is bounded by the input: at most
 //! [`SCAN_BYTES`] / 128 entries.
 
+use super::crc::crc32_parts;
+
 /// How much of the image's start the caller reads: the MBR, and the GPT
 /// header and a 128-entry array at 512 (17 KiB) or 4096 bytes per
 /// sector (24 KiB).
@@ -270,37 +272,6 @@ fn gpt_at(head: &[u8], disk_size: u64, sector: usize) -> Result<Table, String> {
         });
     }
     Ok(table)
-}
-
-const fn crc32_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC32_TABLE: [u32; 256] = crc32_table();
-
-/// The standard CRC-32 (IEEE, as zlib and the UEFI spec) of the
-/// concatenated parts.
-pub fn crc32_parts(parts: &[&[u8]]) -> u32 {
-    let c = parts.iter().flat_map(|p| p.iter()).fold(!0u32, |c, &b| {
-        CRC32_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    });
-    !c
 }
 
 /// An MBR (512 bytes) with these primary entries: (type, first sector,

@@ -136,31 +136,6 @@ impl ConnectError {
     }
 }
 
-/// A store that replaces its RADOS client when the cluster blocklists it
-/// (see [`super::reconnecting`]): connected now to `pool` with `opts`, and
-/// again the same way whenever the client is lost.
-pub fn reconnecting_pool(
-    opts: &ConnectOptions,
-    pool: &str,
-) -> Result<super::reconnecting::Reconnecting, ConnectError> {
-    let first = RadosCluster::connect(opts)?.open_pool(pool)?;
-    let (opts, pool) = (opts.clone(), pool.to_string());
-    let connect = move || -> StoreResult<Arc<dyn ObjectStore>> {
-        let store = RadosCluster::connect(&opts)
-            .and_then(|c| c.open_pool(&pool))
-            .map_err(|e| StoreError::Errno {
-                op: "connect",
-                oid: pool.clone(),
-                errno: e.errno(),
-            })?;
-        Ok(Arc::new(store))
-    };
-    Ok(super::reconnecting::Reconnecting::with_store(
-        Arc::new(first),
-        Box::new(connect),
-    ))
-}
-
 fn cstr(s: &str) -> Result<CString, ConnectError> {
     CString::new(s).map_err(|_| ConnectError::Nul(s.to_string()))
 }

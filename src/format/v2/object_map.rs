@@ -19,6 +19,7 @@
 
 use super::{finish, versioned};
 use crate::format::FormatError;
+use crate::format::crc::crc32c;
 use crate::format::decode::{Decoder, Encoder};
 
 /// The largest object count `object_map_resize` accepts
@@ -262,37 +263,6 @@ pub fn object_map_resize_input(object_count: u64, default_state: ObjectState) ->
     let mut e = Encoder::new();
     e.u64(object_count).u8(default_state as u8);
     e.finish()
-}
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC32C_TABLE: [u32; 256] = crc32c_table();
-
-/// Ceph's `ceph_crc32c(seed, data)`: the CRC-32C register update without
-/// the standard pre- and post-inversion (standard CRC-32C of `data` is
-/// `!crc32c(!0, data)`).
-pub fn crc32c(seed: u32, data: &[u8]) -> u32 {
-    data.iter().fold(seed, |c, &b| {
-        CRC32C_TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
 }
 
 #[cfg(test)]
