@@ -556,6 +556,25 @@ fn phase_quota(c: &OwnCluster) {
 /// create --data-pool rbd-ec` does; random writes, then `rbd export`
 /// equals the model.
 fn phase_data_pool(c: &OwnCluster) {
+    // A data pool that does not exist fails the mount, saying so.
+    let dir = MountDir::new();
+    let args = [
+        "mount",
+        "-c",
+        c.conf.to_str().unwrap(),
+        "-o",
+        "data_pool=nope",
+        "rbd",
+        dir.mnt.to_str().unwrap(),
+    ];
+    let mut child = spawn_rbdfs(&args, &dir.log, false);
+    let st = wait_timeout(&mut child, Duration::from_secs(60)).expect("rbdfs mount hung");
+    let err = log_text(&dir.log);
+    assert!(!st.success(), "mounted with a missing data pool: {err}");
+    assert!(err.contains("data pool nope does not exist"), "{err}");
+    assert!(!is_fuse_mounted(&dir.mnt));
+    drop(dir);
+
     let m = RawMount::new(
         &c.conf,
         "rbd",
