@@ -23,8 +23,9 @@
 //!   writes work again without a remount and `rbd export` equals the model.
 //! - `syslog`: a daemonised mount without `log_file` logs its mount line
 //!   and a write-back failure (pool at its quota) to the system log (an
-//!   rsyslogd of the test's own when there is no /dev/log), and a header
-//!   watch the full pool refuses at most once.
+//!   rsyslogd of the test's own when there is no /dev/log); a header
+//!   watch the OSDs refuse (read-only CephX user) is logged once over
+//!   five opens, not once per open.
 //! - `osd_kill`: fio --verify on a size-3 pool while one OSD, then
 //!   another, is SIGKILLed and restarted: no verify or I/O error; the
 //!   longest stall of a probe writer is printed and bounded.
@@ -893,7 +894,7 @@ impl Drop for SystemLog {
 
 /// Test 5, logging: a daemonised mount (no -f, no log_file) logs to the
 /// system log as `rbdfs[MOUNTPOINT]`: its mount line, and a write-back
-/// failure (a pool at its quota); a header watch the full pool refuses is
+/// failure (a pool at its quota); a header watch the OSDs refuse is
 /// logged once, not once per open.
 fn phase_syslog(c: &OwnCluster) {
     let syslog = SystemLog::start();
@@ -989,6 +990,77 @@ fn phase_syslog(c: &OwnCluster) {
     report(&format!(
         "[syslog] write-back failure lines: {lost}; watch warnings for b: {watch_warnings}"
     ));
+
+    // A header watch the OSDs refuse (a read-only CephX user) is logged
+    // when it starts, once, however often the image is opened.
+    let keyring = dir.log.with_file_name("ro.keyring");
+    c.ceph(&[
+        "auth",
+        "get-or-create",
+        "client.syslog-ro",
+        "mon",
+        "profile rbd",
+        "osd",
+        "profile rbd-read-only pool=rbdsl",
+        "-o",
+        keyring.to_str().unwrap(),
+    ]);
+    let dir2 = MountDir::new();
+    let mnt2 = dir2.mnt.to_str().unwrap().to_string();
+    let args = [
+        "mount",
+        "-c",
+        &conf,
+        "--id",
+        "syslog-ro",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "rbdsl",
+        &mnt2,
+    ];
+    let mut parent = spawn_rbdfs(&args, &dir2.log, false);
+    let st =
+        wait_timeout(&mut parent, Duration::from_secs(60)).expect("rbdfs mount did not return");
+    assert!(
+        st.success(),
+        "read-only user's mount failed: {}",
+        log_text(&dir2.log)
+    );
+    for _ in 0..5 {
+        let fb = File::open(dir2.mnt.join("b")).unwrap();
+        read_full_at(&fb, 0, 4096).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    }
+    unmount(&dir2.mnt).unwrap();
+    let tag2 = format!("rbdfs[{mnt2}]");
+    let mine2 = || -> Vec<String> {
+        syslog
+            .text()
+            .lines()
+            .filter(|l| l.contains(&tag2))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_for(
+        "the read-only mount's unmount line",
+        Duration::from_secs(30),
+        || mine2().iter().any(|l| l.contains("unmounted")),
+    );
+    let lines2 = mine2();
+    let refused = lines2
+        .iter()
+        .filter(|l| l.contains("image b: cannot watch the header"))
+        .count();
+    report(&format!(
+        "[syslog] refused watch of b over 5 opens: logged {refused} time(s)"
+    ));
+    assert_eq!(
+        refused,
+        1,
+        "the refused watch of b (5 opens):\n{}",
+        lines2.join("\n")
+    );
+    let _ = c.tool("ceph", &["auth", "rm", "client.syslog-ro"]);
 }
 
 /// fio with crc32c verification: 3 jobs on disjoint 32 MiB regions.
