@@ -20,7 +20,7 @@ if [[ ${RBDFS_SKIP_INSTALL:-0} != 1 ]]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         ceph-mon ceph-osd ceph-mgr ceph-common librados-dev fuse3 rbd-fuse fio \
-        e2fsprogs util-linux fdisk dosfstools mtools kmod gcc rsync >/dev/null
+        e2fsprogs util-linux fdisk dosfstools mtools kmod gcc rsync rsyslog >/dev/null
 fi
 if ! command -v cargo >/dev/null && [[ -f $HOME/.cargo/env ]]; then
     # shellcheck disable=SC1091

@@ -12,7 +12,20 @@
 //!   fails with EIO, later writes and fsyncs succeed without a remount.
 //! - `quota`: a pool at its quota: reads return correct data at once, a
 //!   write fails with EDQUOT within `rados_timeout`, and once the quota is
-//!   raised writes work again.
+//!   raised writes work again; removing an image works meanwhile.
+//! - `data_pool`: a mount with `-o data_pool=rbd-ec` creates a file with
+//!   dd: `rbd info` shows `data_pool: rbd-ec`, its data objects are in
+//!   rbd-ec and its header in rbd; random writes, then `rbd export` equals
+//!   the model.
+//! - `full`: the cluster made full (`ceph osd set-full-ratio` below what
+//!   the OSDs use): reads correct at once, a write fails with ENOSPC within
+//!   `rados_timeout`, removing an image works; once the ratios are back
+//!   writes work again without a remount and `rbd export` equals the model.
+//! - `syslog`: a daemonised mount without `log_file` logs its mount line
+//!   and a write-back failure (pool at its quota) to the system log (an
+//!   rsyslogd of the test's own when there is no /dev/log); a header
+//!   watch the OSDs refuse (read-only CephX user) is logged once over
+//!   five opens, not once per open.
 //! - `osd_kill`: fio --verify on a size-3 pool while one OSD, then
 //!   another, is SIGKILLed and restarted: no verify or I/O error; the
 //!   longest stall of a probe writer is printed and bounded.
@@ -465,6 +478,7 @@ fn phase_quota(c: &OwnCluster) {
     c.ceph(&["osd", "pool", "application", "enable", "rbdq", "rbd"]);
     c.rbd(&["create", "--size", "16M", "--object-size", "64K", "rbdq/a"]);
     c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdq/b"]);
+    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdq/c"]);
     let m = RawMount::new(&c.conf, "rbdq", &["-o", "rados_timeout=10"]);
     let mut rng = Rng::from_seed(env_seed() ^ 0x9a);
     let mut model = rng.bytes(4 * MIB as usize);
@@ -476,6 +490,9 @@ fn phase_quota(c: &OwnCluster) {
         let fb = open_rw(&m.path("b"));
         fb.write_all_at(&b_data, 0).unwrap();
         fb.sync_all().unwrap();
+        let fc = open_rw(&m.path("c"));
+        fc.write_all_at(&b_data, 0).unwrap();
+        fc.sync_all().unwrap();
     }
     // Quota below what the pool holds: the pool is flagged full.
     c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "1048576"]);
@@ -511,6 +528,13 @@ fn phase_quota(c: &OwnCluster) {
     assert!(took < Duration::from_secs(12), "{took:?}");
     // Reported once: the next fsync is clean.
     let _ = f.sync_all();
+    // Removing an image frees space, so it works on a pool at its quota.
+    let t0 = Instant::now();
+    fs::remove_file(m.path("c"))
+        .unwrap_or_else(|e| panic!("rm on a pool at its quota: {e}\n{}", m.log()));
+    report(&format!("[quota] rm of an image took {:?}", t0.elapsed()));
+    let ls = String::from_utf8_lossy(&c.rbd(&["ls", "rbdq"]).stdout).into_owned();
+    assert!(!ls.lines().any(|l| l == "c"), "c still listed: {ls}");
     // Space comes back: writes work again, without a remount.
     c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "0"]);
     let t = wait_for("pool rbdq not full", Duration::from_secs(120), || {
@@ -526,6 +550,517 @@ fn phase_quota(c: &OwnCluster) {
     drop(m);
     let got = c.export("rbdq/a");
     assert_bytes_eq(&got[..model.len()], &model, "rbd export rbdq/a");
+}
+
+/// `-o data_pool=rbd-ec`: an image created through the mount (dd into a
+/// new file) gets its data objects in rbd-ec, its header in rbd, as `rbd
+/// create --data-pool rbd-ec` does; random writes, then `rbd export`
+/// equals the model.
+fn phase_data_pool(c: &OwnCluster) {
+    // A data pool that does not exist fails the mount, saying so.
+    let dir = MountDir::new();
+    let args = [
+        "mount",
+        "-c",
+        c.conf.to_str().unwrap(),
+        "-o",
+        "data_pool=nope",
+        "rbd",
+        dir.mnt.to_str().unwrap(),
+    ];
+    let mut child = spawn_rbdfs(&args, &dir.log, false);
+    let st = wait_timeout(&mut child, Duration::from_secs(60)).expect("rbdfs mount hung");
+    let err = log_text(&dir.log);
+    assert!(!st.success(), "mounted with a missing data pool: {err}");
+    assert!(err.contains("data pool nope does not exist"), "{err}");
+    assert!(!is_fuse_mounted(&dir.mnt));
+    drop(dir);
+
+    let m = RawMount::new(
+        &c.conf,
+        "rbd",
+        &["-o", "rados_timeout=30,data_pool=rbd-ec,object_size=64K"],
+    );
+    let mut rng = Rng::from_seed(env_seed() ^ 0xd7);
+    let mut model = rng.bytes(4 * MIB as usize);
+    let src = tempfile::NamedTempFile::new().unwrap();
+    fs::write(src.path(), &model).unwrap();
+    let mut dd = Command::new("dd");
+    dd.arg(format!("if={}", src.path().display()))
+        .arg(format!("of={}", m.path("dp").display()))
+        .args(["bs=64K", "conv=fsync", "status=none"]);
+    let o = run_timeout(&mut dd, Duration::from_secs(120)).unwrap();
+    assert!(
+        o.status.success(),
+        "dd into a new file: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        m.log()
+    );
+    let f = open_rw(&m.path("dp"));
+    for _ in 0..60 {
+        let len = rng.range(1, 200 * KIB);
+        let off = rng.below(model.len() as u64 - len + 1);
+        let data = rng.bytes(len as usize);
+        f.write_all_at(&data, off).unwrap();
+        model[off as usize..(off + len) as usize].copy_from_slice(&data);
+    }
+    f.sync_all().unwrap();
+    assert_bytes_eq(
+        &read_full_at(&f, 0, model.len()).unwrap(),
+        &model,
+        "data-pool image read back",
+    );
+    drop(f);
+    let info = String::from_utf8_lossy(&c.rbd(&["info", "rbd/dp"]).stdout).into_owned();
+    assert!(info.contains("data_pool: rbd-ec"), "{info}");
+    assert!(info.contains("format: 2"), "{info}");
+    let prefix = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("block_name_prefix: "))
+        .unwrap_or_else(|| panic!("no block_name_prefix: {info}"))
+        .to_string();
+    let id = prefix.rsplit('.').next().unwrap().to_string();
+    assert_bytes_eq(&c.export("rbd/dp"), &model, "rbd export rbd/dp");
+    let rados = |pool: &str| -> Vec<String> {
+        String::from_utf8_lossy(&c.tool("rados", &["-p", pool, "ls"]).unwrap().stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let ec = rados("rbd-ec");
+    // Data objects only (and the `rbd_info` marker `rbd create
+    // --data-pool` leaves in a data pool it checked).
+    let other: Vec<&String> = ec
+        .iter()
+        .filter(|o| !o.starts_with("rbd_data.") && *o != "rbd_info")
+        .collect();
+    assert!(other.is_empty(), "not data objects in rbd-ec: {other:?}");
+    assert!(
+        ec.iter().any(|o| o.starts_with(&format!("{prefix}."))),
+        "no data object {prefix}.* in rbd-ec"
+    );
+    let rbd = rados("rbd");
+    assert!(
+        !rbd.iter().any(|o| o.starts_with(&prefix)),
+        "data objects of rbd/dp in rbd"
+    );
+    assert!(
+        rbd.contains(&format!("rbd_header.{id}")) && rbd.contains(&"rbd_id.dp".to_string()),
+        "header of rbd/dp not in rbd: {rbd:?}"
+    );
+    drop(m);
+}
+
+/// Whether pool `pool` carries the flag `flag` (exactly: `full` is not
+/// `nearfull`).
+fn pool_has_flag(c: &OwnCluster, pool: &str, flag: &str) -> bool {
+    let line = pool_flags(c, pool);
+    line.split_whitespace()
+        .skip_while(|w| *w != "flags")
+        .nth(1)
+        .is_some_and(|flags| flags.split(',').any(|f| f == flag))
+}
+
+/// The cluster's (nearfull, backfillfull, full) ratios, as `ceph osd dump`
+/// prints them.
+fn full_ratios(c: &OwnCluster) -> (String, String, String) {
+    let dump = c.ceph(&["osd", "dump"]);
+    let get = |key: &str| {
+        dump.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in ceph osd dump:\n{dump}"))
+            .trim()
+            .to_string()
+    };
+    (
+        get("nearfull_ratio"),
+        get("backfillfull_ratio"),
+        get("full_ratio"),
+    )
+}
+
+/// A full cluster (`ceph osd set-full-ratio` below what the OSDs use):
+/// reads go on, a write fails with ENOSPC within rados_timeout, removing
+/// an image works, and once the ratios are back writes work again
+/// without a remount.
+fn phase_full(c: &OwnCluster) {
+    c.rbd(&["create", "--size", "16M", "--object-size", "64K", "rbd/fa"]);
+    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbd/fb"]);
+    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbd/frm"]);
+    let m = RawMount::new(&c.conf, "rbd", &["-o", "rados_timeout=10"]);
+    let mut rng = Rng::from_seed(env_seed() ^ 0xf0);
+    let mut model = rng.bytes(4 * MIB as usize);
+    let f = open_rw(&m.path("fa"));
+    f.write_all_at(&model, 0).unwrap();
+    f.sync_all().unwrap();
+    let b_data = rng.bytes(64 * KIB as usize);
+    for name in ["fb", "frm"] {
+        let fb = open_rw(&m.path(name));
+        fb.write_all_at(&b_data, 0).unwrap();
+        fb.sync_all().unwrap();
+    }
+    // Full ratio at half the least used OSD's use (nearfull and
+    // backfillfull below it, as the monitors want them ordered).
+    let df = common::json::Json::parse(&c.ceph(&["osd", "df", "-f", "json"]));
+    let used = df
+        .at("nodes")
+        .arr()
+        .iter()
+        .map(|n| n.at("kb_used").u64() as f64 / n.at("kb").u64().max(1) as f64)
+        .fold(f64::INFINITY, f64::min);
+    assert!(used.is_finite() && used > 0.0, "OSD use {used}");
+    let full = used / 2.0;
+    let saved = full_ratios(c);
+    report(&format!(
+        "[full] least used OSD at {:.2}%; full ratio {:.3}% (was {saved:?})",
+        used * 100.0,
+        full * 100.0
+    ));
+    for (cmd, ratio) in [
+        ("set-nearfull-ratio", full * 0.8),
+        ("set-backfillfull-ratio", full * 0.9),
+        ("set-full-ratio", full),
+    ] {
+        c.ceph(&["osd", cmd, &format!("{ratio:.6}")]);
+    }
+    let t = wait_for("pool rbd flagged full", Duration::from_secs(120), || {
+        pool_has_flag(c, "rbd", "full")
+    });
+    report(&format!("[full] pool rbd flagged full after {t:?}"));
+    // Reads: of the open image, and of one opened afresh.
+    let t0 = Instant::now();
+    assert_bytes_eq(
+        &read_full_at(&f, 0, model.len()).unwrap(),
+        &model,
+        "read fa",
+    );
+    let fb = File::open(m.path("fb")).unwrap();
+    assert_bytes_eq(
+        &read_full_at(&fb, 0, b_data.len()).unwrap(),
+        &b_data,
+        "read fb",
+    );
+    let read_time = t0.elapsed();
+    report(&format!(
+        "[full] reads on the full cluster took {read_time:?}"
+    ));
+    assert!(
+        read_time < Duration::from_secs(5),
+        "reads took {read_time:?}"
+    );
+    // A write: ENOSPC from the write or the fsync, within rados_timeout.
+    let t0 = Instant::now();
+    let dropped = rng.bytes(256 * KIB as usize);
+    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
+    let took = t0.elapsed();
+    let e = r.expect_err("a write to a full cluster succeeded");
+    report(&format!("[full] write failed with {e} after {took:?}"));
+    assert_eq!(errno_of(&e), libc::ENOSPC, "{e}\n{}", m.log());
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    // The data dropped was logged with its byte range.
+    assert!(
+        m.log().contains("data lost"),
+        "no log line for the dropped data\n{}",
+        m.log()
+    );
+    let _ = f.sync_all();
+    // Removing an image frees space, so it works on a full cluster.
+    let t0 = Instant::now();
+    fs::remove_file(m.path("frm"))
+        .unwrap_or_else(|e| panic!("rm on a full cluster: {e}\n{}", m.log()));
+    report(&format!("[full] rm of an image took {:?}", t0.elapsed()));
+    let ls = String::from_utf8_lossy(&c.rbd(&["ls", "rbd"]).stdout).into_owned();
+    assert!(!ls.lines().any(|l| l == "frm"), "frm still listed: {ls}");
+    // Space comes back: writes work again, without a remount.
+    let (nearfull, backfillfull, full_ratio) = saved;
+    c.ceph(&["osd", "set-full-ratio", &full_ratio]);
+    c.ceph(&["osd", "set-backfillfull-ratio", &backfillfull]);
+    c.ceph(&["osd", "set-nearfull-ratio", &nearfull]);
+    let t = wait_for("pool rbd not full", Duration::from_secs(120), || {
+        !pool_has_flag(c, "rbd", "full")
+    });
+    report(&format!("[full] pool rbd not full after {t:?}"));
+    let again = rng.bytes(128 * KIB as usize);
+    f.write_all_at(&again, MIB).unwrap();
+    f.sync_all().unwrap();
+    model[MIB as usize..MIB as usize + again.len()].copy_from_slice(&again);
+    drop(f);
+    drop(fb);
+    drop(m);
+    let got = c.export("rbd/fa");
+    assert_bytes_eq(&got[..model.len()], &model, "rbd export rbd/fa");
+}
+
+/// A system logger to read back what a daemonised mount logs: the one
+/// serving /dev/log if there is one (read from the usual files), else an
+/// rsyslogd of our own, writing every message raw to a file of ours (a
+/// container has no /dev/log); stopped on drop.
+struct SystemLog {
+    own: Option<Child>,
+    files: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl SystemLog {
+    fn start() -> SystemLog {
+        let dir = tempfile::TempDir::new().unwrap();
+        if std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log"))
+            .is_ok()
+        {
+            return SystemLog {
+                own: None,
+                files: [
+                    "/var/log/syslog",
+                    "/var/log/daemon.log",
+                    "/var/log/messages",
+                ]
+                .map(PathBuf::from)
+                .to_vec(),
+                _dir: dir,
+            };
+        }
+        assert!(
+            Command::new("rsyslogd").arg("-v").output().is_ok(),
+            "no system logger on /dev/log and rsyslogd is not installed (apt-get install rsyslog)"
+        );
+        // A dead socket left behind would stop rsyslogd from binding.
+        let _ = fs::remove_file("/dev/log");
+        let file = dir.path().join("syslog");
+        let conf = dir.path().join("rsyslog.conf");
+        fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\")\n\
+                 module(load=\"imuxsock\" SysSock.Name=\"/dev/log\")\n\
+                 template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{f}\" template=\"raw\")\n",
+                d = dir.path().display(),
+                f = file.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.path().join("rsyslogd.pid"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(File::create(dir.path().join("rsyslogd.err")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rsyslogd: {e}"));
+        let log = SystemLog {
+            own: Some(child),
+            files: vec![file],
+            _dir: dir,
+        };
+        // Ready once a message of ours comes through.
+        let mark = format!("rbdfs-test-mark-{}", std::process::id());
+        let t = wait_for("the system logger", Duration::from_secs(30), || {
+            let _ = Command::new("logger")
+                .args(["-t", "rbdfs-test", &mark])
+                .output();
+            log.text().contains(&mark)
+        });
+        report(&format!(
+            "[syslog] own rsyslogd on /dev/log, ready after {t:?}"
+        ));
+        log
+    }
+
+    fn text(&self) -> String {
+        self.files
+            .iter()
+            .filter_map(|f| fs::read(f).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    }
+}
+
+impl Drop for SystemLog {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.own.take() {
+            // SAFETY: kill(2) on the pid of the rsyslogd we started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            if wait_timeout(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Test 5, logging: a daemonised mount (no -f, no log_file) logs to the
+/// system log as `rbdfs[MOUNTPOINT]`: its mount line, and a write-back
+/// failure (a pool at its quota); a header watch the OSDs refuse is
+/// logged once, not once per open.
+fn phase_syslog(c: &OwnCluster) {
+    let syslog = SystemLog::start();
+    c.ceph(&["osd", "pool", "create", "rbdsl", "8", "8"]);
+    c.ceph(&["osd", "pool", "application", "enable", "rbdsl", "rbd"]);
+    c.rbd(&["create", "--size", "4M", "--object-size", "64K", "rbdsl/a"]);
+    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdsl/b"]);
+    let dir = MountDir::new();
+    let mnt = dir.mnt.to_str().unwrap().to_string();
+    let conf = c.conf.to_str().unwrap().to_string();
+    let args = [
+        "mount",
+        "-c",
+        &conf,
+        "-o",
+        "rados_timeout=10",
+        "rbdsl",
+        &mnt,
+    ];
+    let mut parent = spawn_rbdfs(&args, &dir.log, false);
+    let st =
+        wait_timeout(&mut parent, Duration::from_secs(60)).expect("rbdfs mount did not return");
+    assert!(
+        st.success(),
+        "daemonised mount failed: {}",
+        log_text(&dir.log)
+    );
+    assert!(is_fuse_mounted(&dir.mnt));
+    let mut rng = Rng::from_seed(env_seed() ^ 0x51);
+    let f = open_rw(&dir.mnt.join("a"));
+    f.write_all_at(&rng.bytes(2 * MIB as usize), 0).unwrap();
+    f.sync_all().unwrap();
+    c.ceph(&["osd", "pool", "set-quota", "rbdsl", "max_bytes", "1048576"]);
+    wait_for("pool rbdsl flagged full", Duration::from_secs(120), || {
+        pool_flags(c, "rbdsl").contains("full")
+    });
+    // Opening b again and again on the full pool.
+    for _ in 0..5 {
+        let fb = File::open(dir.mnt.join("b")).unwrap();
+        read_full_at(&fb, 0, 4096).unwrap();
+    }
+    let e = f
+        .write_all_at(&rng.bytes(128 * KIB as usize), 3 * MIB)
+        .and_then(|_| f.sync_all())
+        .expect_err("a write to a pool at its quota succeeded");
+    assert_eq!(errno_of(&e), libc::EDQUOT, "{e}");
+    drop(f);
+    c.ceph(&["osd", "pool", "set-quota", "rbdsl", "max_bytes", "0"]);
+    unmount(&dir.mnt).unwrap();
+    let tag = format!("rbdfs[{mnt}]");
+    let mine = || -> Vec<String> {
+        syslog
+            .text()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect()
+    };
+    // The daemon logs its unmount, then exits.
+    let t = wait_for(
+        "the unmount line in the system log",
+        Duration::from_secs(30),
+        || mine().iter().any(|l| l.contains("unmounted")),
+    );
+    let lines = mine();
+    let text = lines.join("\n");
+    report(&format!(
+        "[syslog] {} lines from {tag} (unmount logged {t:?} after umount)",
+        lines.len()
+    ));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("mounted rbdsl on {mnt}"))),
+        "no mount line in the system log:\n{text}"
+    );
+    let lost = lines
+        .iter()
+        .filter(|l| l.contains("image a: data lost") && l.contains("ERROR"))
+        .count();
+    assert!(
+        lost >= 1,
+        "no write-back failure in the system log:\n{text}"
+    );
+    let watch_warnings = lines
+        .iter()
+        .filter(|l| l.contains("image b: cannot watch the header"))
+        .count();
+    assert!(
+        watch_warnings <= 1,
+        "the refused header watch of b was logged {watch_warnings} times:\n{text}"
+    );
+    report(&format!(
+        "[syslog] write-back failure lines: {lost}; watch warnings for b: {watch_warnings}"
+    ));
+
+    // A header watch the OSDs refuse (a read-only CephX user) is logged
+    // when it starts, once, however often the image is opened.
+    let keyring = dir.log.with_file_name("ro.keyring");
+    c.ceph(&[
+        "auth",
+        "get-or-create",
+        "client.syslog-ro",
+        "mon",
+        "profile rbd",
+        "osd",
+        "profile rbd-read-only pool=rbdsl",
+        "-o",
+        keyring.to_str().unwrap(),
+    ]);
+    let dir2 = MountDir::new();
+    let mnt2 = dir2.mnt.to_str().unwrap().to_string();
+    let args = [
+        "mount",
+        "-c",
+        &conf,
+        "--id",
+        "syslog-ro",
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "rbdsl",
+        &mnt2,
+    ];
+    let mut parent = spawn_rbdfs(&args, &dir2.log, false);
+    let st =
+        wait_timeout(&mut parent, Duration::from_secs(60)).expect("rbdfs mount did not return");
+    assert!(
+        st.success(),
+        "read-only user's mount failed: {}",
+        log_text(&dir2.log)
+    );
+    for _ in 0..5 {
+        let fb = File::open(dir2.mnt.join("b")).unwrap();
+        read_full_at(&fb, 0, 4096).unwrap();
+        thread::sleep(Duration::from_millis(300));
+    }
+    unmount(&dir2.mnt).unwrap();
+    let tag2 = format!("rbdfs[{mnt2}]");
+    let mine2 = || -> Vec<String> {
+        syslog
+            .text()
+            .lines()
+            .filter(|l| l.contains(&tag2))
+            .map(str::to_string)
+            .collect()
+    };
+    wait_for(
+        "the read-only mount's unmount line",
+        Duration::from_secs(30),
+        || mine2().iter().any(|l| l.contains("unmounted")),
+    );
+    let lines2 = mine2();
+    let refused = lines2
+        .iter()
+        .filter(|l| l.contains("image b: cannot watch the header"))
+        .count();
+    report(&format!(
+        "[syslog] refused watch of b over 5 opens: logged {refused} time(s)"
+    ));
+    assert_eq!(
+        refused,
+        1,
+        "the refused watch of b (5 opens):\n{}",
+        lines2.join("\n")
+    );
+    let _ = c.tool("ceph", &["auth", "rm", "client.syslog-ro"]);
 }
 
 /// fio with crc32c verification: 3 jobs on disjoint 32 MiB regions.
@@ -645,8 +1180,11 @@ fn trouble() {
         report(&format!("[trouble] phase {name}: {:?}", t.elapsed()));
     };
     phase("ec", &|| phase_ec(&c, &m));
+    phase("data_pool", &|| phase_data_pool(&c));
     phase("blocklist", &|| phase_blocklist(&c, &m));
     phase("quota", &|| phase_quota(&c));
+    phase("full", &|| phase_full(&c));
+    phase("syslog", &|| phase_syslog(&c));
     phase("osd_kill", &|| phase_osd_kill(&c, &m));
     drop(m);
     report(&format!("[trouble] total {:?}", t0.elapsed()));

@@ -317,6 +317,29 @@ fn open_base(
     })
 }
 
+/// The id of the `data_pool` mount option's pool (as `rbd create
+/// --data-pool` resolves it), checked once at mount time: the pool must
+/// exist and images must be created in format 2.
+fn data_pool_id(
+    store: &dyn crate::store::ObjectStore,
+    create: &crate::image::admin::CreateOptions,
+    name: Option<&str>,
+) -> Result<Option<i64>, String> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    if create.format != 2 {
+        return Err(format!(
+            "data_pool={name} needs image_format=2 (format-1 images keep their data in their own pool)"
+        ));
+    }
+    match store.pool_by_name(name, &store.namespace()) {
+        Ok(pool) => Ok(Some(pool.pool_id())),
+        Err(e) if e.is_not_found() => Err(format!("data pool {name} does not exist")),
+        Err(e) => Err(format!("cannot open data pool {name}: {e}")),
+    }
+}
+
 fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<(), String> {
     let source = source::Source::parse(&cfg.pool)?;
     if source == source::Source::Cluster && cfg.image.is_some() {
@@ -325,6 +348,8 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
     // A client the cluster blocklists is replaced by a new one (see
     // store::reconnecting): the mount goes on without a remount.
     let first = open_base(&cfg.connect, &source)?;
+    let mut create = cfg.create.clone();
+    create.data_pool = data_pool_id(&*first, &create, cfg.data_pool.as_deref())?;
     let (connect, base) = (cfg.connect.clone(), source.clone());
     let reconnect = move || {
         open_base(&connect, &base).map_err(|e| crate::store::StoreError::Errno {
@@ -345,7 +370,7 @@ fn run_mount(cfg: &MountConfig, report: Option<&mut std::fs::File>) -> Result<()
         FsOptions {
             read_only: cfg.read_only,
             fixed_size: cfg.fixed_size,
-            create: cfg.create.clone(),
+            create,
             uid: cfg.uid,
             gid: cfg.gid,
         },
@@ -532,6 +557,36 @@ mod tests {
         assert_eq!(c.create.features, Some(3));
         assert!(parse(args(&["rbdfs", "p", "/m", "-o", "object_size=3M"])).is_err());
         assert!(parse(args(&["rbdfs", "p", "/m", "-o", "image_features=bogus"])).is_err());
+    }
+
+    #[test]
+    fn data_pool_is_resolved_at_mount_time() {
+        use crate::store::ObjectStore;
+        let store = crate::store::memory::MemoryStore::new();
+        let ec = store.cluster().create_named_pool("rbd-ec", &[]);
+        let c = parse(args(&["rbdfs", "rbd", "/m", "-o", "data_pool=rbd-ec"])).unwrap();
+        assert_eq!(c.data_pool.as_deref(), Some("rbd-ec"));
+        assert_eq!(c.create.data_pool, None, "set once connected");
+        assert_eq!(
+            data_pool_id(&*store, &c.create, c.data_pool.as_deref()),
+            Ok(Some(ec))
+        );
+        assert_eq!(data_pool_id(&*store, &c.create, None), Ok(None));
+        // In a namespace: the same pool id (the namespace is the image's).
+        let ns = store.pool_in_namespace(0, "t1").unwrap();
+        assert_eq!(data_pool_id(&*ns, &c.create, Some("rbd-ec")), Ok(Some(ec)));
+        let err = data_pool_id(&*store, &c.create, Some("nope")).unwrap_err();
+        assert_eq!(err, "data pool nope does not exist");
+        let c = parse(args(&[
+            "rbdfs",
+            "rbd",
+            "/m",
+            "-o",
+            "data_pool=rbd-ec,image_format=1",
+        ]))
+        .unwrap();
+        let err = data_pool_id(&*store, &c.create, c.data_pool.as_deref()).unwrap_err();
+        assert!(err.contains("image_format=2"), "{err}");
     }
 
     #[test]

@@ -134,9 +134,16 @@ pub struct MountOptions {
           default_value_t = ObjectSize(CreateOptions::default().order),
           value_parser = parse_object_size)]
     pub object_size: ObjectSize,
+    /// Pool for the data objects of the images created through the mount
+    /// (format 2 only), as rbd create --data-pool: e.g. an erasure-coded
+    /// pool with allow_ec_overwrites; header and metadata stay in the
+    /// image's pool, and the data keeps the image's namespace. Checked at
+    /// mount time (default: the image's own pool).
+    #[arg(long, value_name = "POOL", help_heading = CREATE)]
+    pub data_pool: Option<String>,
 
-    /// Log to this file (default: stderr in the foreground, nowhere once
-    /// detached).
+    /// Log to this file (default: stderr in the foreground, the system log
+    /// once detached, as rbdfs[MOUNTPOINT] with facility daemon).
     #[arg(long, value_name = "PATH", help_heading = LOGGING)]
     pub log_file: Option<PathBuf>,
     /// Debug logging (as -v; RUST_LOG overrides).
@@ -190,8 +197,12 @@ pub struct MountConfig {
     pub log_level: log::LevelFilter,
     pub fsname: Option<String>,
     pub cache: CacheConfig,
-    /// How images created through the filesystem are made.
+    /// How images created through the filesystem are made
+    /// (`create.data_pool` is set at mount time from `data_pool`).
     pub create: CreateOptions,
+    /// `data_pool`: the pool's name, resolved to `create.data_pool` once
+    /// connected.
+    pub data_pool: Option<String>,
 }
 
 impl PartialEq for ConnectOptions {
@@ -265,6 +276,7 @@ impl MountArgs {
                 features: o.image_features,
                 ..CreateOptions::default()
             },
+            data_pool: o.data_pool,
         })
     }
 }
@@ -525,6 +537,7 @@ mod tests {
         ("image_format", Some("1")),
         ("image_features", Some("layering+exclusive-lock")),
         ("object_size", Some("64K")),
+        ("data_pool", Some("rbd-ec")),
         ("log_file", Some("/var/log/rbdfs.log")),
         ("debug", None),
     ];

@@ -260,3 +260,70 @@ fn cluster_mount_shows_rbd_pools() {
     fs.destroy();
     fs.close_all().unwrap();
 }
+
+/// `data_pool`: images created through the mount (a file, a clone) keep
+/// their header in the mount's pool and namespace, their data objects in
+/// the data pool, in the same namespace (as librbd does).
+#[test]
+fn created_images_use_the_data_pool_in_the_same_namespace() {
+    let store = MemoryStore::new();
+    let ec = store.cluster().create_named_pool("rbd-ec", &[]);
+    add_namespace(&*store, "t1");
+    let t1 = store.pool_in_namespace(0, "t1").unwrap();
+    let create = CreateOptions {
+        data_pool: Some(ec),
+        ..v2(FEATURE_LAYERING)
+    };
+    for (scope, kind) in [
+        (store.clone() as Arc<dyn ObjectStore>, MountKind::Pool),
+        (t1, MountKind::Single),
+    ] {
+        let ns = scope.namespace();
+        let fs = MultiFs::new(kind, scope.clone(), cache(), None, opts(create.clone()));
+        let (attr, o) = fs.create(ROOT_INO, OsStr::new("f")).unwrap();
+        let data = pattern(7, 12288);
+        assert_eq!(fs.write(o.fh, 4096, &data).unwrap(), data.len() as u32);
+        fs.fsync(o.fh, false).unwrap();
+        fs.release(o.fh);
+        assert_eq!(read_file(&fs, attr.ino, 16384)[4096..], data[..]);
+        let info = admin::image_info(&*scope, "f").unwrap();
+        assert_eq!(info.data_pool, Some(ec), "{ns}");
+        // The object holding offset 4096.
+        let object = info.data_object(4096 >> info.order);
+        let data_store = scope.pool_in_namespace(ec, &ns).unwrap();
+        assert!(
+            data_store.stat(&object, crate::store::NOSNAP).is_ok(),
+            "{ns}: {object}"
+        );
+        assert!(
+            scope.stat(&object, crate::store::NOSNAP).is_err(),
+            "{ns}: {object}"
+        );
+        assert!(
+            data_store
+                .stat(&info.header_oid, crate::store::NOSNAP)
+                .is_err()
+        );
+        // In the default namespace of the data pool only if that is ours.
+        let default_ns = scope.pool_in_namespace(ec, "").unwrap();
+        assert_eq!(
+            default_ns.stat(&object, crate::store::NOSNAP).is_ok(),
+            ns.is_empty()
+        );
+        // A clone made through the mount (ln of a snapshot) too.
+        let snaps = ino(&fs, ROOT_INO, SNAP_DIR).unwrap();
+        let sdir = ino(&fs, snaps, "f").unwrap();
+        let (_, o) = fs.create(sdir, OsStr::new("s")).unwrap();
+        fs.release(o.fh);
+        let snap = ino(&fs, sdir, "s").unwrap();
+        fs.link(snap, ROOT_INO, OsStr::new("c")).unwrap();
+        let clone = admin::image_info(&*scope, "c").unwrap();
+        assert_eq!(clone.data_pool, Some(ec), "{ns}");
+        assert_eq!(
+            read_file(&fs, ino(&fs, ROOT_INO, "c").unwrap(), 16384)[4096..],
+            data[..]
+        );
+        fs.destroy();
+        fs.close_all().unwrap();
+    }
+}
