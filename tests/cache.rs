@@ -624,6 +624,22 @@ fn snapshot_by_another_client_takes_acknowledged_writes_exclusive_lock() {
     snapshot_by_another_client("layering,exclusive-lock,object-map,fast-diff");
 }
 
+/// Imports `data` as a format-2 image with rbd's usual features.
+fn import_v2(cluster: &Cluster, name: &str, data: &[u8]) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, data).unwrap();
+    cluster.rbd(&[
+        "import",
+        "--no-progress",
+        "--image-format",
+        "2",
+        "--image-feature",
+        "layering,exclusive-lock,object-map,fast-diff",
+        f.path().to_str().unwrap(),
+        &spec(name),
+    ]);
+}
+
 /// Reads `path` from start to end in 1 MiB reads (a `dd bs=1M` reader).
 fn read_sequentially(path: &Path, size: u64) -> Vec<u8> {
     let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
@@ -653,19 +669,7 @@ fn deep_snapshot_read_ahead_while_the_head_is_written() {
     let name = purge.add(scratch.name("deepsnap"));
     let mut rng = Rng::new();
     let old = rng.bytes(SIZE as usize);
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(&mut f, &old).unwrap();
-    cluster.rbd(&[
-        "import",
-        "--no-progress",
-        "--image-format",
-        "2",
-        "--image-feature",
-        "layering,exclusive-lock,object-map,fast-diff",
-        f.path().to_str().unwrap(),
-        &spec(&name),
-    ]);
-    drop(f);
+    import_v2(&cluster, &name, &old);
     cluster.rbd(&["snap", "create", &spec(&format!("{name}@s1"))]);
 
     let mount = Mount::new(&cluster, &["-o", "cache_size=64"]);
@@ -755,7 +759,7 @@ fn four_sequential_streams_stay_within_the_bound() {
     let name = purge.add(scratch.name("fourstreams"));
     let mut rng = Rng::new();
     let a = Arc::new(rng.bytes(SIZE as usize));
-    cluster.import_v1(&name, &a, 22);
+    import_v2(&cluster, &name, &a);
     cluster.rbd(&["snap", "create", &spec(&format!("{name}@a"))]);
     // Snapshot b: the first half rewritten through a mount.
     let b = rng.bytes(SIZE as usize / 2);
