@@ -623,3 +623,204 @@ fn snapshot_by_another_client_takes_acknowledged_writes() {
 fn snapshot_by_another_client_takes_acknowledged_writes_exclusive_lock() {
     snapshot_by_another_client("layering,exclusive-lock,object-map,fast-diff");
 }
+
+/// Imports `data` as a format-2 image with rbd's usual features.
+fn import_v2(cluster: &Cluster, name: &str, data: &[u8]) {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, data).unwrap();
+    cluster.rbd(&[
+        "import",
+        "--no-progress",
+        "--image-format",
+        "2",
+        "--image-feature",
+        "layering,exclusive-lock,object-map,fast-diff",
+        f.path().to_str().unwrap(),
+        &spec(name),
+    ]);
+}
+
+/// Reads `path` from start to end in 1 MiB reads (a `dd bs=1M` reader).
+fn read_sequentially(path: &Path, size: u64) -> Vec<u8> {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut got = Vec::with_capacity(size as usize);
+    let mut off = 0;
+    while off < size {
+        let n = MIB.min(size - off) as usize;
+        let chunk =
+            read_full_at(&f, off, n).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        got.extend_from_slice(&chunk);
+        off += n as u64;
+    }
+    got
+}
+
+/// Snapshots are read ahead deeply (immutable data): a sequential reader
+/// of a snapshot gets exactly `rbd export IMG@SNAP`'s bytes while the
+/// image head is written meanwhile, by another client (`rbd bench`,
+/// which takes the exclusive lock) and then through the mount itself.
+#[test]
+fn deep_snapshot_read_ahead_while_the_head_is_written() {
+    let _serial = serial();
+    let cluster = Cluster::get();
+    const SIZE: u64 = 128 * MIB;
+    let mut scratch = Scratch::new(&cluster);
+    let mut purge = SnapPurge::new(&cluster);
+    let name = purge.add(scratch.name("deepsnap"));
+    let mut rng = Rng::new();
+    let old = rng.bytes(SIZE as usize);
+    import_v2(&cluster, &name, &old);
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@s1"))]);
+
+    let mount = Mount::new(&cluster, &["-o", "cache_size=64"]);
+    let snap1 = mount.dir().join(".snap").join(&name).join("s1");
+
+    // Phase 1: another client writes the head while the snapshot is read.
+    let reader = {
+        let snap1 = snap1.clone();
+        thread::spawn(move || read_sequentially(&snap1, SIZE))
+    };
+    cluster.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-threads",
+        "4",
+        "--io-total",
+        "128M",
+        "--io-pattern",
+        "rand",
+        &spec(&name),
+    ]);
+    let got = reader
+        .join()
+        .unwrap_or_else(|_| panic!("snapshot reader failed\n{}", mount.log()));
+    assert_bytes_eq(
+        &got,
+        &old,
+        "snapshot s1 read while rbd bench wrote the head",
+    );
+    let after_phase1 = cache_stats(&mount);
+    assert!(
+        after_phase1["prefetched"] >= SIZE / 2,
+        "the snapshot was not read ahead: {after_phase1:?}"
+    );
+
+    // Phase 2: the mount writes the head while a second snapshot is read.
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@s2"))]);
+    let s2 = cluster.export(&format!("{name}@s2"));
+    let snap2 = mount.dir().join(".snap").join(&name).join("s2");
+    let reader = {
+        let snap2 = snap2.clone();
+        thread::spawn(move || read_sequentially(&snap2, SIZE))
+    };
+    let new = rng.bytes(SIZE as usize);
+    {
+        let f = open_rw(&mount.path(&name));
+        for (i, chunk) in new.chunks(4 * MIB as usize).enumerate() {
+            f.write_all_at(chunk, i as u64 * 4 * MIB).unwrap();
+        }
+        f.sync_all().unwrap();
+    }
+    let got = reader
+        .join()
+        .unwrap_or_else(|_| panic!("snapshot reader failed\n{}", mount.log()));
+    assert_bytes_eq(&got, &s2, "snapshot s2 read while the mount wrote the head");
+
+    // The oracle: librbd's export of each snapshot, and of the head.
+    assert_bytes_eq(
+        &cluster.export(&format!("{name}@s1")),
+        &old,
+        "rbd export of s1",
+    );
+    assert_bytes_eq(&cluster.export(&name), &new, "rbd export of the head");
+    let stats = cache_stats(&mount);
+    assert!(
+        stats["peak"] <= stats["capacity"],
+        "cache held {} bytes: {stats:?}",
+        stats["peak"]
+    );
+}
+
+/// Four sequential readers of snapshots at once (two snapshots, two
+/// readers each, in different halves) through the default 64 MiB cache:
+/// the cache's accounting stays within its capacity, the process's peak
+/// RSS within capacity + 48 MiB, and every byte is the snapshot's.
+#[test]
+fn four_sequential_streams_stay_within_the_bound() {
+    let _serial = serial();
+    let cluster = Cluster::get();
+    const CACHE_MIB: u64 = 64;
+    const SIZE: u64 = 256 * MIB;
+    let mut scratch = Scratch::new(&cluster);
+    let mut purge = SnapPurge::new(&cluster);
+    let name = purge.add(scratch.name("fourstreams"));
+    let mut rng = Rng::new();
+    let a = Arc::new(rng.bytes(SIZE as usize));
+    import_v2(&cluster, &name, &a);
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@a"))]);
+    // Snapshot b: the first half rewritten through a mount.
+    let b = rng.bytes(SIZE as usize / 2);
+    let mut want_b = a.to_vec();
+    {
+        let mount = Mount::new(&cluster, &[]);
+        let f = open_rw(&mount.path(&name));
+        f.write_all_at(&b, 0).unwrap();
+        f.sync_all().unwrap();
+        want_b[..b.len()].copy_from_slice(&b);
+    }
+    cluster.rbd(&["snap", "create", &spec(&format!("{name}@b"))]);
+    let want_b = Arc::new(want_b);
+
+    let mount = Mount::new(&cluster, &["-o", &format!("cache_size={CACHE_MIB}")]);
+    let snaps = mount.dir().join(".snap").join(&name);
+    let half = SIZE / 2;
+    let readers: Vec<_> = [("a", 0), ("a", half), ("b", 0), ("b", half)]
+        .into_iter()
+        .map(|(snap, start)| {
+            let path = snaps.join(snap);
+            let want = if snap == "a" {
+                a.clone()
+            } else {
+                want_b.clone()
+            };
+            thread::spawn(move || {
+                let f = File::open(&path).unwrap();
+                let mut off = start;
+                while off < start + half {
+                    let got = read_full_at(&f, off, MIB as usize).unwrap();
+                    assert_bytes_eq(
+                        &got,
+                        &want[off as usize..(off + MIB) as usize],
+                        &format!("snapshot {snap} at {off}"),
+                    );
+                    off += MIB;
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join()
+            .unwrap_or_else(|_| panic!("a reader failed\n{}", mount.log()));
+    }
+    let stats = cache_stats(&mount);
+    let capacity = CACHE_MIB * MIB;
+    assert!(
+        stats["peak"] <= capacity,
+        "cache held {} bytes, capacity {capacity}: {stats:?}",
+        stats["peak"]
+    );
+    assert!(
+        stats["prefetched"] >= SIZE,
+        "four sequential readers got little read-ahead: {stats:?}"
+    );
+    let rss = peak_rss(mount.pid());
+    eprintln!("four streams: peak RSS {} MiB, cache {stats:?}", rss >> 20);
+    assert!(
+        rss <= capacity + 48 * MIB,
+        "peak RSS {} MiB > cache {CACHE_MIB} MiB + 48 MiB ({stats:?})",
+        rss >> 20
+    );
+}

@@ -40,11 +40,18 @@ struct CleanObject {
     /// Read-ahead of a head other clients may be writing: trusted only
     /// until then (None: until invalidated).
     expires: Option<Instant>,
+    /// Read ahead for a reader that has not finished it yet: until then,
+    /// another prefetch may not evict it (a demand read still may).
+    ahead_until: Option<Instant>,
 }
 
 impl CleanObject {
     fn expired(&self) -> bool {
         self.expires.is_some_and(|t| Instant::now() >= t)
+    }
+
+    fn protected(&self, now: Instant) -> bool {
+        self.ahead_until.is_some_and(|t| now < t)
     }
 }
 
@@ -134,7 +141,7 @@ impl Budget {
         self.dirty = self.dirty.saturating_sub(n);
     }
 
-    /// Sets `n` bytes aside for a prefetch read, if they fit.
+    /// Sets `n` bytes aside for a read, if they fit.
     pub fn try_reserve(&mut self, n: u64) -> bool {
         if !self.evict_for(n) {
             return false;
@@ -142,6 +149,41 @@ impl Budget {
         self.reserved += n;
         self.note_peak();
         true
+    }
+
+    /// Sets `n` bytes aside for a prefetch read, if they fit without
+    /// evicting what was read ahead for a reader and not yet read by it
+    /// (see [`protect`](Self::protect)): read-ahead must not evict the
+    /// read-ahead that readers are about to use, its own stream's or
+    /// another's.
+    pub fn try_reserve_ahead(&mut self, n: u64) -> bool {
+        let now = Instant::now();
+        while self.committed().saturating_add(n) > self.capacity {
+            // The least recently used object that is not protected (the
+            // protected ones are few: at most a window per stream).
+            let victim = self
+                .lru
+                .iter()
+                .rev()
+                .find(|(_, obj)| !obj.protected(now))
+                .map(|(k, _)| *k);
+            match victim.and_then(|k| self.lru.pop(&k)) {
+                Some(obj) => self.clean -= obj.bytes,
+                None => return false,
+            }
+        }
+        self.reserved += n;
+        self.note_peak();
+        true
+    }
+
+    /// `key` was read ahead for a reader: no other prefetch evicts it
+    /// until the reader is done with it ([`demote`](Self::demote)) or
+    /// `until`, whichever comes first.
+    pub fn protect(&mut self, key: &Key, until: Instant) {
+        if let Some(obj) = self.lru.peek_mut(key) {
+            obj.ahead_until = Some(until);
+        }
     }
 
     pub fn unreserve(&mut self, n: u64) {
@@ -159,8 +201,11 @@ impl Budget {
         self.writing = self.writing.saturating_sub(n);
     }
 
-    /// Makes `key` the first to be evicted.
+    /// Makes `key` the first to be evicted (and no longer protected).
     pub fn demote(&mut self, key: &Key) {
+        if let Some(obj) = self.lru.peek_mut(key) {
+            obj.ahead_until = None;
+        }
         self.lru.demote(key);
     }
 

@@ -43,8 +43,11 @@
 //!   that starts near where a stream's last one ended (and goes further)
 //!   counts as sequential; once a stream has two, whole objects ahead of
 //!   the reader are read by the pool, over a window that starts at 4 MiB
-//!   (or an object) and doubles per read up to `max_prefetch`. Objects a
-//!   sequential reader has finished are evicted first. Random reads never
+//!   (or an object) and doubles per read up to `max_prefetch` (deeper for
+//!   snapshots, which never change), shared by the streams of the mount
+//!   active at once. Objects a sequential reader has finished are evicted
+//!   first; read-ahead its reader has not finished is never evicted by
+//!   another prefetch (for a few seconds at most). Random reads never
 //!   start a prefetch, and a 4 KiB random read costs one 4 KiB RADOS read.
 //! - **A head others may write** (an exclusive-lock image whose lock we do
 //!   not hold, see [`ObjectIo::cache_head`]): nothing read on demand is
@@ -69,7 +72,7 @@ mod write;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use parking_lot::{Condvar, Mutex};
@@ -81,6 +84,10 @@ use self::write::{Slot, flusher};
 use crate::error::ImageError;
 use crate::layout::Layout;
 use crate::store::{NOSNAP, SnapId};
+
+/// A sequential stream that has not read for this long no longer shares
+/// the read-ahead window.
+const STREAM_IDLE: Duration = Duration::from_secs(1);
 
 /// What the cache needs from an image: object-granular I/O. `read_object`
 /// returns exactly `len` bytes (missing objects and the part past an
@@ -139,7 +146,10 @@ pub struct CacheConfig {
     /// Dirty data older than this is written back.
     pub max_dirty_age: Duration,
     /// Largest prefetch window (bytes read ahead of a sequential reader);
-    /// None: min(capacity / 4, 64 MiB). 0 turns prefetch off.
+    /// None: min(capacity / 4, 64 MiB) at the head, min(capacity * 3/8,
+    /// 96 MiB) for snapshots and diff streams (immutable: never stale,
+    /// never written back). 0 turns prefetch off. Sequential readers
+    /// active at once share it.
     pub max_prefetch: Option<u64>,
     /// I/O threads for prefetch and write-back, shared by all images.
     pub workers: usize,
@@ -169,10 +179,20 @@ impl CacheConfig {
             .min(self.capacity)
     }
 
-    /// The largest prefetch window in effect.
+    /// The largest prefetch window in effect (head).
     pub fn prefetch_limit(&self) -> u64 {
         self.max_prefetch
             .unwrap_or((self.capacity / 4).min(64 << 20))
+            .min(self.capacity / 2)
+    }
+
+    /// The largest prefetch window in effect for snapshots and diff
+    /// streams. A read in flight is charged twice (its buffer and
+    /// librados's reply), so a window of 3/8 of the cache all in flight,
+    /// plus the object being read, fits in it.
+    pub fn immutable_prefetch_limit(&self) -> u64 {
+        self.max_prefetch
+            .unwrap_or((self.capacity / 8 * 3).min(96 << 20))
             .min(self.capacity / 2)
     }
 }
@@ -251,6 +271,12 @@ struct Shared {
     max_dirty: u64,
     max_age: Duration,
     max_window: u64,
+    /// The same for snapshots and diff streams.
+    max_window_immutable: u64,
+    /// Sequential streams of the mount by id, with their last read: the
+    /// window is shared among those read in the last `STREAM_IDLE`.
+    active_streams: Mutex<HashMap<u64, Instant>>,
+    next_stream: AtomicU64,
     readahead_ttl: Duration,
     budget: Mutex<Budget>,
     /// Signalled whenever bytes leave the budget.
@@ -286,6 +312,26 @@ impl Shared {
     fn release(&self, f: impl FnOnce(&mut Budget)) {
         f(&mut self.budget.lock());
         self.space.notify_all();
+    }
+
+    /// The read-ahead window of stream `id` (reading a snapshot or diff
+    /// stream if `immutable`), marking it active: the largest window shared
+    /// with the other streams of the mount active now, so that no stream
+    /// takes the whole cache from the others.
+    fn stream_window(&self, id: u64, immutable: bool) -> u64 {
+        let max = if immutable {
+            self.max_window_immutable
+        } else {
+            self.max_window
+        };
+        if max == 0 {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut active = self.active_streams.lock();
+        active.insert(id, now);
+        active.retain(|_, t| now.duration_since(*t) < STREAM_IDLE);
+        max / active.len().max(1) as u64
     }
 
     fn wake_flusher(&self, pressure: bool) {
@@ -339,6 +385,9 @@ impl Cache {
             max_dirty: config.dirty_limit(),
             max_age: config.max_dirty_age,
             max_window: config.prefetch_limit(),
+            max_window_immutable: config.immutable_prefetch_limit(),
+            active_streams: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
             readahead_ttl: config.readahead_ttl,
             budget: Mutex::new(Budget::new(config.capacity, config.dirty_limit())),
             space: Condvar::new(),
@@ -403,7 +452,8 @@ impl Drop for Cache {
 /// The state of one image, shared with the I/O jobs working for it.
 ///
 /// Lock order: `progress` → `slots` → a slot → `fills` → the budget;
-/// `streams`, `error`, the pool and the flusher state are leaves.
+/// `streams` → the shared active-stream table; `error`, the pool and the
+/// flusher state are leaves.
 struct ImageState {
     id: u64,
     io: Arc<dyn ObjectIo>,
@@ -474,6 +524,24 @@ impl ImageState {
     }
 }
 
+/// Bytes of a clean extent of the cache, shared (not copied): a reply
+/// can be sent from the cache's own buffer. A write to those bytes after
+/// this was taken does not change it (the cache then drops or replaces its
+/// extent instead of patching it).
+#[derive(Clone)]
+pub struct CachedBytes {
+    data: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for CachedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+}
+
 /// One image's view of the cache.
 pub struct ImageCache {
     _cache: Arc<Cache>,
@@ -493,6 +561,31 @@ impl ImageCache {
         let mut out = vec![0u8; len as usize];
         self.state.read(snap, object_no, offset, &mut out)?;
         Ok(out)
+    }
+
+    /// `len` bytes at `offset` of object `object_no` at `snap` if a clean
+    /// extent holds them all, without copying them; None otherwise (then
+    /// [`read`](Self::read) them).
+    pub fn read_cached(
+        &self,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        len: u64,
+    ) -> Option<CachedBytes> {
+        if len == 0 {
+            return None;
+        }
+        let key = self.state.key(snap, object_no);
+        let (start, data) = self.state.shared.budget.lock().lookup(&key, offset, len)?;
+        bump(&self.state.shared.counters.hits, 1);
+        let at = usize::try_from(offset - start).ok()?;
+        let end = at.checked_add(usize::try_from(len).ok()?)?;
+        (end <= data.len()).then_some(CachedBytes {
+            data,
+            start: at,
+            end,
+        })
     }
 
     /// Like [`read`](Self::read), into `out` (`out.len()` bytes): one copy
@@ -561,9 +654,20 @@ impl ImageCache {
         self.state.shared.budget.lock().demote(&key);
     }
 
-    /// The largest read-ahead window in effect (0: no prefetch).
-    pub fn prefetch_window(&self) -> u64 {
-        self.state.shared.max_window
+    /// A new id for a sequential reader that prefetches on its own (a
+    /// diff stream), for [`prefetch_window`](Self::prefetch_window).
+    pub fn new_stream(&self) -> u64 {
+        self.state
+            .shared
+            .next_stream
+            .fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The read-ahead window of stream `stream` reading at `snap` now (0:
+    /// no prefetch): the largest window, shared with the mount's other
+    /// sequential readers active now.
+    pub fn prefetch_window(&self, snap: SnapId, stream: u64) -> u64 {
+        self.state.shared.stream_window(stream, snap != NOSNAP)
     }
 
     /// The mount's cache counters.

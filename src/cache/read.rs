@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use parking_lot::{Condvar, Mutex};
@@ -23,6 +23,11 @@ const MAX_STREAMS: usize = 8;
 
 /// First prefetch window (at least one object).
 const INITIAL_WINDOW: u64 = 4 << 20;
+
+/// How long read-ahead waits for its reader before other prefetches may
+/// evict it (until then only demand reads, writes and the reader's own
+/// progress do).
+const AHEAD_PROTECTION: Duration = Duration::from_secs(3);
 
 /// A RADOS read of `[start, end)` of one object, in flight; others reading
 /// inside that range wait for it instead of reading again.
@@ -85,6 +90,8 @@ pub(super) type Fills = HashMap<(SnapId, u64), Vec<Arc<Fill>>>;
 
 /// A reader of one snap id (or the head) moving forward through the image.
 pub(super) struct Stream {
+    /// The mount-wide id the window is shared under.
+    pub(super) id: u64,
     pub(super) snap: SnapId,
     /// Where the next sequential read is expected.
     pub(super) next: u64,
@@ -256,7 +263,10 @@ impl ImageState {
             };
             self.shared.release(|b| match (&data, keep) {
                 (Some(d), Some(expires)) if !fill.stale.load(Ordering::SeqCst) => {
-                    b.insert(key, fill.start, d.clone(), fill.reserved, expires);
+                    if b.insert(key, fill.start, d.clone(), fill.reserved, expires) && fill.prefetch
+                    {
+                        b.protect(&key, Instant::now() + AHEAD_PROTECTION);
+                    }
                 }
                 _ => b.unreserve(fill.reserved),
             });
@@ -313,8 +323,7 @@ impl ImageState {
     }
 
     pub(super) fn note_read(self: &Arc<Self>, snap: SnapId, offset: u64, len: u64) {
-        let max = self.shared.max_window;
-        if len == 0 || max == 0 {
+        if len == 0 || self.shared.max_window.max(self.shared.max_window_immutable) == 0 {
             return;
         }
         let layout = self.io.layout();
@@ -349,6 +358,7 @@ impl ImageState {
                     if st.sequential < SEQUENTIAL_READS {
                         (true, None)
                     } else {
+                        let max = self.shared.stream_window(st.id, snap != NOSNAP);
                         st.window = if st.window == 0 {
                             INITIAL_WINDOW.max(layout.object_size).max(2 * len).min(max)
                         } else {
@@ -356,7 +366,7 @@ impl ImageState {
                         };
                         let from = st.scheduled.max(st.next);
                         let to = round_up(st.next.saturating_add(st.window), unit);
-                        let plan = (to > from).then(|| {
+                        let plan = (to > from && st.window > 0).then(|| {
                             st.scheduled = to;
                             (from, to)
                         });
@@ -369,7 +379,9 @@ impl ImageState {
                     {
                         s.list.swap_remove(i);
                     }
+                    let id = self.shared.next_stream.fetch_add(1, Ordering::Relaxed);
                     s.list.push(Stream {
+                        id,
                         snap,
                         next: end,
                         sequential: 0,
@@ -461,7 +473,7 @@ impl ImageState {
                 }
                 // Until it completes, librados holds a copy as well.
                 let cost = 2 * (end - start) + ENTRY_OVERHEAD;
-                if !self.shared.budget.lock().try_reserve(cost) {
+                if !self.shared.budget.lock().try_reserve_ahead(cost) {
                     return false;
                 }
                 let fill = Fill::new(snap, object_no, (start, end), cost, true);

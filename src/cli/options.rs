@@ -109,7 +109,9 @@ pub struct MountOptions {
           value_parser = dirty_age)]
     pub cache_max_dirty_age: f64,
     /// Largest read-ahead window of a sequential reader in MiB (default:
-    /// cache_size/4, at most 64; 0 = none).
+    /// cache_size/4, at most 64, for image heads; 3/8 of cache_size, at
+    /// most 96, for snapshots and diff streams; 0 = none). Sequential
+    /// readers active at once share it.
     #[arg(long, value_name = "MiB", help_heading = CACHE, value_parser = mib)]
     pub cache_prefetch: Option<u64>,
     /// I/O threads for prefetch and write-back, 1 to 256.

@@ -176,7 +176,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
+        match self.fs.read_data(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(fail(req, "read", ino.0, e)),
         }

@@ -9,7 +9,7 @@ use log::debug;
 
 use super::inodes::{DIFF_ROOT, Node, ROOT, SNAP_ROOT};
 use super::{Errno, NAME_MAX, RbdFs, file_name, is_reserved_root_name};
-use crate::image::Seek;
+use crate::image::{ReadData, Seek};
 use crate::store::NOSNAP;
 
 /// What a node is.
@@ -195,21 +195,30 @@ impl RbdFs {
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        self.read_data(fh, offset, size).map(ReadData::into_vec)
+    }
+
+    /// [`read`](Self::read), with the bytes possibly in the cache's own
+    /// buffer (the reply is sent from it, no copy).
+    pub fn read_data(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, Errno> {
         if let Some((image, plan)) = self.diff_handle(fh)? {
             // A snapshot or the image removed while open: EIO, never
             // other bytes.
-            return image.read_diff(&plan, offset, size as u64).map_err(|e| {
-                Errno::image(&format!("read diff of {}", image.name()), &e)
-                    .with_code(libc::EIO)
-                    .unexpected()
-            });
+            return image
+                .read_diff(&plan, offset, size as u64)
+                .map(ReadData::Owned)
+                .map_err(|e| {
+                    Errno::image(&format!("read diff of {}", image.name()), &e)
+                        .with_code(libc::EIO)
+                        .unexpected()
+                });
         }
         if let Some(r) = self.part_read(fh, offset, size) {
-            return r;
+            return r.map(ReadData::Owned);
         }
         self.handle(fh).and_then(|(image, snap)| {
             image
-                .read(snap, offset, size as u64)
+                .read_data(snap, offset, size as u64)
                 .map_err(|e| Errno::image(&format!("read {}", image.name()), &e))
         })
     }

@@ -28,7 +28,7 @@ use super::{
     is_file_name,
 };
 use crate::cache::Cache;
-use crate::image::ImageError;
+use crate::image::{ImageError, ReadData};
 use crate::pool::Pool;
 use crate::pool::namespaces::list_namespaces;
 use crate::store::{ObjectStore, PoolEntry, StoreError};
@@ -419,6 +419,12 @@ impl MultiFs {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let (s, fh) = self.fh(fh)?;
         s.fs.read(fh, offset, size)
+    }
+
+    /// [`read`](Self::read), possibly from the cache's own buffer.
+    pub fn read_data(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, Errno> {
+        let (s, fh) = self.fh(fh)?;
+        s.fs.read_data(fh, offset, size)
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {

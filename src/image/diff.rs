@@ -79,6 +79,9 @@ pub struct DiffPlan {
     pub stream: StreamLayout,
     /// Stream offset up to which read-ahead was asked for.
     prefetched: AtomicU64,
+    /// The cache's stream id of its readers (they share the read-ahead
+    /// window with the mount's other sequential readers).
+    stream_id: u64,
 }
 
 impl DiffPlan {
@@ -168,6 +171,7 @@ impl Image {
             method,
             stream,
             prefetched: AtomicU64::new(0),
+            stream_id: self.cache.new_stream(),
         });
         let mut plans = self.diff_plans.lock();
         if plans.len() >= MAX_PLANS {
@@ -198,16 +202,21 @@ impl Image {
         let end = offset.saturating_add(len).min(plan.size());
         self.prefetch_diff(plan, end);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let layout = self.info().layout;
+        let info = self.current_info()?;
+        let layout = info.layout;
         for piece in plan.stream.pieces(offset, len) {
             match piece {
                 Piece::Bytes(b) => out.extend_from_slice(&b),
                 Piece::Image { offset, len } => {
-                    let data = self.read_range(plan.to.id, offset, len, false)?;
-                    if data.len() as u64 != len {
+                    let size = info.size_at(plan.to.id).unwrap_or(0);
+                    if offset.checked_add(len).is_none_or(|e| e > size) {
                         return Err(no_snapshot(self.name(), &plan.to.name));
                     }
-                    out.extend_from_slice(&data);
+                    // Read straight into the reply (one copy out of the
+                    // cache, not two).
+                    let at = out.len();
+                    out.resize(at + len as usize, 0);
+                    self.read_range_into(&info, plan.to.id, offset, &mut out[at..], false)?;
                     // Objects read to their end are done: evict them before
                     // what was read ahead.
                     for e in layout.map(offset, len) {
@@ -226,17 +235,19 @@ impl Image {
     /// Asks the cache to read the data of the records in the window after
     /// stream offset `end` (it skips what it holds or is reading).
     fn prefetch_diff(&self, plan: &DiffPlan, end: u64) {
-        let window = self.cache.prefetch_window();
+        let window = self.cache.prefetch_window(plan.to.id, plan.stream_id);
         if window == 0 {
             return;
         }
         let done = plan.prefetched.load(Ordering::Relaxed);
         let to = end.saturating_add(window);
-        // Keep at least half a window scheduled ahead of the reader. A
-        // mark further ahead than a window is another (earlier) reader's:
-        // this one starts its own from where it is.
+        // Keep the window scheduled ahead of the reader, topped up once a
+        // quarter of it is read (objects are read whole and in parallel,
+        // so this keeps as many in flight as the window holds). A mark
+        // further ahead than a window is another (earlier) reader's: this
+        // one starts its own from where it is.
         let behind = done > to;
-        if !behind && done > end.saturating_add(window / 2) {
+        if !behind && done >= to.saturating_sub(window / 4) {
             return;
         }
         let from = if behind { end } else { done.max(end) };

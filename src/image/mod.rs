@@ -26,13 +26,39 @@ pub use self::header::HeaderRef;
 pub use self::info::{ImageInfo, ParentInfo};
 pub use self::sparse::Seek;
 pub use self::store_image::StoreImage;
-use crate::cache::{Cache, ImageCache};
+use crate::cache::{Cache, CachedBytes, ImageCache};
 pub use crate::error::{ImageError, ImageResult};
 use crate::format::decode::Encoder;
 use crate::format::v2;
 use crate::format::{MAX_NAME_LEN, SnapshotInfo};
 use crate::layout::ObjectExtent;
 use crate::store::{ObjectStore, SnapId, StoreError};
+
+/// The bytes of a read: the cache's own buffer where it held them all,
+/// else a buffer of their own.
+pub enum ReadData {
+    Owned(Vec<u8>),
+    Cached(CachedBytes),
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Cached(b) => b,
+        }
+    }
+}
+
+impl ReadData {
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Cached(b) => b.to_vec(),
+        }
+    }
+}
 
 pub struct Image {
     store_image: Arc<StoreImage>,
@@ -304,6 +330,25 @@ impl Image {
         self.read_range(snap, offset, len, true)
     }
 
+    /// [`read`](Self::read), but served from the cache's own buffer
+    /// (no copy) when one clean extent holds the whole range, as it does
+    /// for most reads of a sequential reader.
+    pub fn read_data(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<ReadData> {
+        let info = self.current_info()?;
+        if let Some(size) = info.size_at(snap)
+            && offset < size
+        {
+            let len = len.min(size - offset);
+            if let [e] = info.layout.map(offset, len).as_slice()
+                && let Some(bytes) = self.cache.read_cached(snap, e.object_no, e.offset, e.len)
+            {
+                self.cache.note_read(snap, offset, len);
+                return Ok(ReadData::Cached(bytes));
+            }
+        }
+        self.read(snap, offset, len).map(ReadData::Owned)
+    }
+
     /// [`read`](Self::read); `sequential` says whether the read counts for
     /// the cache's sequential-reader detection (a diff stream's reads jump
     /// over unchanged objects and are read ahead by the diff instead).
@@ -324,10 +369,25 @@ impl Image {
         }
         let len = len.min(size - offset);
         let mut buf = vec![0u8; len as usize];
+        self.read_range_into(&info, snap, offset, &mut buf, sequential)?;
+        Ok(buf)
+    }
+
+    /// Reads `out.len()` bytes at `offset` of the image at `snap` into
+    /// `out`, which must lie within the image's size there.
+    pub(crate) fn read_range_into(
+        &self,
+        info: &ImageInfo,
+        snap: SnapId,
+        offset: u64,
+        out: &mut [u8],
+        sequential: bool,
+    ) -> ImageResult<()> {
+        let len = out.len() as u64;
         let extents = info.layout.map(offset, len);
-        // Extents are disjoint slices of `buf`: read them concurrently.
+        // Extents are disjoint slices of `out`: read them concurrently.
         let mut slices = Vec::with_capacity(extents.len());
-        let mut rest = &mut buf[..];
+        let mut rest = &mut out[..];
         for e in &extents {
             let (head, tail) = rest.split_at_mut(e.len as usize);
             slices.push((e, head));
@@ -340,7 +400,7 @@ impl Image {
         if sequential {
             self.cache.note_read(snap, offset, len);
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Writes `data` at `offset` of the head. Fails without writing

@@ -569,20 +569,25 @@ impl ObjectStore for RadosPool {
     fn read(&self, oid: &str, offset: u64, len: usize, snap: SnapId) -> StoreResult<Vec<u8>> {
         let io = self.reader(snap)?;
         let o = oid_c(oid)?;
-        let mut buf = vec![0u8; len];
+        // Not zero-filled: librados overwrites what it returns, and pages
+        // never written stay untouched (no memset of a 4 MiB buffer per
+        // object, no resident pages before the reply arrives).
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
         // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
-        // `buf` is `len` bytes long, the most librados writes.
+        // `buf` has capacity for `len` bytes, the most librados writes.
         let rc = unsafe {
             rados_read(
                 io.0,
                 o.as_ptr(),
-                buf.as_mut_ptr() as *mut c_char,
+                buf.spare_capacity_mut().as_mut_ptr() as *mut c_char,
                 len,
                 offset,
             )
         };
-        let n = check("read", oid, rc)? as usize;
-        buf.truncate(n);
+        let n = (check("read", oid, rc)? as usize).min(len);
+        // SAFETY: librados wrote the first `n` bytes (its return value, at
+        // most `len`, which is within the capacity).
+        unsafe { buf.set_len(n) };
         Ok(buf)
     }
 

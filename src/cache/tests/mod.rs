@@ -13,6 +13,7 @@ use super::*;
 use crate::store::StoreError;
 
 mod bounds;
+mod deep;
 mod model;
 mod prefetch;
 mod reads;
