@@ -187,6 +187,13 @@ loop_teardown() {   # the ext4 on the loop device, then the loop device
         timeout 60 losetup -d "$loop_dev" 2>/dev/null || true
     fi
     loop_dev=
+    # Also any loop device over one of our mounts that an interrupted
+    # losetup attached before its name could be recorded.
+    local d
+    [[ -n $work ]] || return 0
+    for d in $(losetup -n -l -O NAME,BACK-FILE 2>/dev/null | awk -v w="$work/" 'index($2, w) == 1 {print $1}'); do
+        timeout 60 losetup -d "$d" 2>/dev/null || true
+    done
 }
 
 remove_images() {   # the current run's images (after the mounts are gone)
@@ -298,7 +305,8 @@ meas_begin() {
         max=0
         while kill -0 "$meas_pid" 2>/dev/null; do
             v=$(awk '/^VmRSS:/ {print $2}' "/proc/$meas_pid/status" 2>/dev/null) || v=0
-            if ((${v:-0} > max)); then max=$v; echo "$max" >"$work/rss.max"; fi
+            # Renamed into place, so meas_end never reads a half-written file.
+            if ((${v:-0} > max)); then max=$v; echo "$max" >"$work/rss.tmp" && mv -f "$work/rss.tmp" "$work/rss.max"; fi
             sleep 0.2
         done
     ) &
