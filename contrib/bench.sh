@@ -510,7 +510,11 @@ print(side["bw_bytes"] / 2**20, side["iops"], j["read"]["io_bytes"] + j["write"]
 # PID: sets PREFIX_{seqread,seqwrite,randread,randwrite}_{v,cpu,rss}
 # (v: MiB/s for sequential, IOPS for random jobs).
 fio_set() {  # PREFIX FILE PID SEQ_QD
-    local p=$1 f=$2 pid=$3 sqd=$4 job rw bs qd unit extra
+    local p=$1 f=$2 pid=$3 sqd=$4 job rw bs qd unit extra label
+    case $p in
+        fs) label=rbdfs ;; fuse) label=rbd-fuse ;;
+        lfs) label="rbdfs loop" ;; lfuse) label="rbd-fuse loop" ;; *) label=$p ;;
+    esac
     for job in seqread seqwrite randread randwrite; do
         case $job in
             seqread) rw=read bs=1M qd=$sqd unit=bw extra=() ;;
@@ -518,7 +522,7 @@ fio_set() {  # PREFIX FILE PID SEQ_QD
             randread) rw=randread bs=4k qd=16 unit=iops extra=(--time_based) ;;
             randwrite) rw=randwrite bs=4k qd=16 unit=iops extra=(--time_based --end_fsync=1) ;;
         esac
-        say "$p: fio $rw $bs QD$qd"
+        say "$label: fio $rw $bs QD$qd"
         meas_begin "$pid"
         fio_job "$p-$job-$run" "$f" "$rw" "$bs" "$qd" "${extra[@]}"
         meas_end "$BYTES"
@@ -705,17 +709,17 @@ group_streams() {
         wait_file "${files[-1]}"
     done
     for rw in write read; do
-        for kind in images image; do
-            name=streams-$rw-$kind-$run
+        for kind in "4 images" "1 image"; do
+            name=streams-$rw-${kind// /-}-$run
             local jobs=()
-            if [[ $kind = images ]]; then
+            if [[ $kind = "4 images" ]]; then
                 for i in 1 2 3 4; do jobs+=(--name="s$i" --filename="${files[i - 1]}" --size="$size"); done
             else
                 jobs=(--name=s --filename="${files[0]}" --numjobs=4 --size=$((size / 4)) --offset_increment=$((size / 4)))
             fi
             fsync=0
             [[ $rw = read ]] || fsync=1
-            say "streams: four $rw streams, 1 MiB QD4 each, on four $kind"
+            say "streams: four $rw streams, 1 MiB QD4 each, on $kind"
             meas_begin "$rbdfs_pid"
             step "$name" $((runtime * 3 + 300)) fio --direct=1 --ioengine=libaio --rw="$rw" --bs=1M \
                 --iodepth=4 --time_based --runtime="$runtime" --allow_file_create=0 --fallocate=none \
@@ -737,11 +741,11 @@ PY
             ) || die "cannot parse $work/$name.json"
             meas_end "$bytes"
             if [[ $rw = write ]]; then
-                record streams "4 streams $rw, 4 $kind" MiB/s "$agg" "rados bench" "$rados_w4m_bw" "$CPU_GIB" "$rados_w4m_cpu" "$RSS_MIB" -
+                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_w4m_bw" "$CPU_GIB" "$rados_w4m_cpu" "$RSS_MIB" -
             else
-                record streams "4 streams $rw, 4 $kind" MiB/s "$agg" "rados bench" "$rados_r4m_bw" "$CPU_GIB" "$rados_r4m_cpu" "$RSS_MIB" -
+                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_r4m_bw" "$CPU_GIB" "$rados_r4m_cpu" "$RSS_MIB" -
             fi
-            note "4 streams $rw on 4 $kind: ${bws//,/, } MiB/s; each within 30 % of the mean: $fair"
+            note "4 streams $rw on $kind: ${bws//,/, } MiB/s; each within 30 % of the mean: $fair"
         done
     done
 }
@@ -769,10 +773,10 @@ PY
 # the FUSE file with O_DIRECT instead of through the page cache), the
 # fio jobs on it, then an ext4 on it; measures process PID. Sets
 # PREFIX_* as fio_set does, and PREFIX_ext4_{v,cpu,rss} (v: seconds).
-loop_side() {  # PREFIX FILE PID
-    local p=$1 f=$2 pid=$3 t0 t1
+loop_side() {  # PREFIX FILE PID LABEL
+    local p=$1 f=$2 pid=$3 label=$4 t0 t1
     loop_dev=$(losetup --direct-io=on -f --show "$f") || die "losetup over $f failed"
-    note "$p: $loop_dev over $f, direct I/O: $(losetup -n -O DIO "$loop_dev" | tr -d ' ')"
+    note "$label: $loop_dev over $f, direct I/O: $(losetup -n -O DIO "$loop_dev" | tr -d ' ')"
     fio_set "$p" "$loop_dev" "$pid" 1
     # nodiscard: mkfs would otherwise discard the whole device, which one
     # FUSE client may turn into hole punching and the other not; the lazy
@@ -782,7 +786,7 @@ loop_side() {  # PREFIX FILE PID
     mkdir -p "$mnt_ext4"
     step "mount-ext4-$p-$run" 120 mount -t ext4 "$loop_dev" "$mnt_ext4"
     drop_caches
-    say "$p: copy of $tree_bytes bytes of small files into ext4 on $loop_dev, then sync"
+    say "$label: copy of $tree_bytes bytes of small files into ext4 on $loop_dev, then sync"
     meas_begin "$pid"
     t0=$(now)
     # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
@@ -805,10 +809,10 @@ group_loop() {
     new_image "$img_fuse"
     mount_rbdfs
     wait_file "$mnt_rbdfs/$img_fs"
-    loop_side lfs "$mnt_rbdfs/$img_fs" "$rbdfs_pid"
+    loop_side lfs "$mnt_rbdfs/$img_fs" "$rbdfs_pid" rbdfs
     mount_rbdfuse
     wait_file "$mnt_rbdfuse/$img_fuse"
-    loop_side lfuse "$mnt_rbdfuse/$img_fuse" "$rbdfuse_pid"
+    loop_side lfuse "$mnt_rbdfuse/$img_fuse" "$rbdfuse_pid" rbd-fuse
     umount_rbdfuse
     # shellcheck disable=SC2154 # lfs_* and lfuse_* are set by loop_side
     {
