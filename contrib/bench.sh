@@ -209,6 +209,10 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT INT TERM
+    if [[ -n $step_pid ]]; then   # timeout passes the signal on to the step's command
+        kill -TERM "$step_pid" 2>/dev/null
+        wait "$step_pid" 2>/dev/null
+    fi
     [[ -z $sampler_pid ]] || { kill "$sampler_pid" 2>/dev/null; wait "$sampler_pid" 2>/dev/null; }
     loop_teardown
     unmount "$mnt_rbdfs" "$rbdfs_pid"
@@ -245,14 +249,22 @@ notes=$work/notes.txt        # per-run remarks printed under the table
 : >"$notes"
 
 # Runs a step with a timeout; its output goes to $work/NAME.log, shown on failure.
+# In the background and waited for: bash runs a trap only once the
+# foreground command has ended, while `wait` returns at once on a signal,
+# so SIGTERM/SIGINT reach the cleanup at once, which stops the step.
+step_pid=
 step() {
     local name=$1 t=$2
     shift 2
-    if ! timeout "$t" "$@" >"$work/$name.log" 2>&1; then
+    timeout "$t" "$@" >"$work/$name.log" 2>&1 </dev/null &
+    step_pid=$!
+    if ! wait "$step_pid"; then
+        step_pid=
         echo "$prog: step '$name' failed or timed out after ${t}s: $*" >&2
         tail -n 30 "$work/$name.log" >&2
         exit 1
     fi
+    step_pid=
 }
 
 # step, and the user+system CPU seconds of the command (and its children)
