@@ -109,7 +109,7 @@ to_bytes() {
     esac
 }
 size=$(to_bytes "$size_arg")
-((size >= 64 << 20 && size % (16 << 20) == 0)) || die "--size must be a multiple of 16 MiB, at least 64 MiB"
+((size >= 64 << 20 && size % (4 << 20) == 0)) || die "--size must be a multiple of 4 MiB, at least 64 MiB"
 if ! [[ $runtime =~ ^[0-9]+$ ]] || ((runtime < 5)); then die "--runtime must be >= 5 (seconds)"; fi
 [[ $cache_mib =~ ^[0-9]+$ ]] || die "--cache-mib must be a number (MiB)"
 [[ $format = 1 || $format = 2 ]] || die "--format must be 1 or 2"
@@ -737,8 +737,9 @@ group_streams() {
                 --iodepth=4 --time_based --runtime="$runtime" --allow_file_create=0 --fallocate=none \
                 --end_fsync=$fsync \
                 --output-format=json --output="$work/$name.json" "${jobs[@]}"
-            # Per stream MiB/s, the aggregate, bytes moved, and whether every
-            # stream got within 30 % of the mean (no stream starved).
+            # The aggregate MiB/s, bytes moved, whether every stream got
+            # within 30 % of the streams' mean (no stream starved), and each
+            # stream's MiB/s with its distance from the mean.
             read -r agg bytes fair bws < <(python3 - "$work/$name.json" "$rw" <<'PY'
 import json, sys
 jobs = json.load(open(sys.argv[1]))["jobs"]
@@ -747,8 +748,8 @@ if any(j["error"] for j in jobs):
 bw = [j[sys.argv[2]]["bw_bytes"] / 2**20 for j in jobs]
 mean = sum(bw) / len(bw)
 fair = all(abs(b - mean) <= 0.3 * mean for b in bw)
-print(f"{sum(bw):.1f}", sum(j[sys.argv[2]]["io_bytes"] for j in jobs),
-      "yes" if fair else "NO", ",".join(f"{b:.0f}" for b in bw))
+print(f"{sum(bw):.1f}", sum(j[sys.argv[2]]["io_bytes"] for j in jobs), "yes" if fair else "**NO**",
+      ";".join(f"{b:.0f} MiB/s ({(b - mean) / mean:+.0%})" for b in bw))
 PY
             ) || die "cannot parse $work/$name.json"
             meas_end "$bytes"
@@ -757,7 +758,7 @@ PY
             else
                 record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_r4m_bw" "$CPU_GIB" "$rados_r4m_cpu" "$RSS_MIB" -
             fi
-            note "4 streams $rw on $kind: ${bws//,/, } MiB/s; each within 30 % of the mean: $fair"
+            note "4 streams $rw on $kind: ${bws//;/, }; every stream within 30 % of the mean: $fair"
         done
     done
 }
