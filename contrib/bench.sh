@@ -749,7 +749,7 @@ bw = [j[sys.argv[2]]["bw_bytes"] / 2**20 for j in jobs]
 mean = sum(bw) / len(bw)
 fair = all(abs(b - mean) <= 0.3 * mean for b in bw)
 print(f"{sum(bw):.1f}", sum(j[sys.argv[2]]["io_bytes"] for j in jobs), "yes" if fair else "**NO**",
-      ";".join(f"{b:.0f} MiB/s ({(b - mean) / mean:+.0%})" for b in bw))
+      ";".join(f"{b:.0f} MiB/s ({round(100 * (b - mean) / mean):+d} %)" for b in bw))
 PY
             ) || die "cannot parse $work/$name.json"
             meas_end "$bytes"
@@ -912,7 +912,9 @@ report=$(
     echo "rbdfs and ref.: medians over the runs (MiB/s, IOPS, or 1/s: copies per second). Ratio: rbdfs/reference"
     echo "per run. CPU: user+system seconds per GiB moved (rbdfs: /proc/PID/stat around the job; references:"
     echo "their own process, rbd-fuse's by /proc/PID/stat). Peak RSS: rbdfs's VmRSS sampled every 0.2 s"
-    echo "during the job, the maximum over the runs."
+    echo "during the job, the maximum over the runs. streams: the aggregate of four fio streams, each"
+    echo "stream's share below. loop: fio and an ext4 on /dev/loopN over each client's image file; the"
+    echo "ext4 row is in copies per second, so its ratio is rbd-fuse's time over rbdfs's."
     echo
     cat "$notes"
 )
