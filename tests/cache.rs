@@ -397,18 +397,7 @@ fn head_and_snapshot_concurrently(format2: bool) {
     let mut rng = Rng::new();
     let old = Arc::new(rng.bytes(SIZE as usize));
     if format2 {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, &old).unwrap();
-        cluster.rbd(&[
-            "import",
-            "--no-progress",
-            "--image-format",
-            "2",
-            "--image-feature",
-            "layering,exclusive-lock,object-map,fast-diff",
-            f.path().to_str().unwrap(),
-            &spec(&name),
-        ]);
+        import_v2(&cluster, &name, &old);
     } else {
         cluster.import_v1(&name, &old, 22);
     }

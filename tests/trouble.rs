@@ -473,6 +473,63 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
     t0.elapsed()
 }
 
+/// Which out-of-space state a phase checks: the pool (full, or at its
+/// quota) and the errno writes must fail with.
+struct OutOfSpace {
+    tag: &'static str,
+    pool: &'static str,
+    errno: i32,
+}
+
+/// What must hold on a pool that is out of space, for a mount with
+/// `rados_timeout=10`: reads of the open image `f` (holding `model`) and
+/// of image `b` opened afresh are correct within 5 s; a write plus fsync
+/// fails with the state's errno within the timeout (+2 s); the failure is
+/// reported once (the next fsync is clean); removing image `rm_name`
+/// works, as deletes free space. Returns the handle of `b`.
+fn out_of_space_checks(
+    c: &OwnCluster,
+    m: &RawMount,
+    state: OutOfSpace,
+    (f, model): (&File, &[u8]),
+    (b_name, b_data): (&str, &[u8]),
+    rm_name: &str,
+    rng: &mut Rng,
+) -> File {
+    let OutOfSpace { tag, pool, errno } = state;
+    let t0 = Instant::now();
+    assert_bytes_eq(&read_full_at(f, 0, model.len()).unwrap(), model, "read a");
+    let fb = File::open(m.path(b_name)).unwrap();
+    assert_bytes_eq(&read_full_at(&fb, 0, b_data.len()).unwrap(), b_data, b_name);
+    let read_time = t0.elapsed();
+    report(&format!(
+        "[{tag}] reads on the full pool took {read_time:?}"
+    ));
+    assert!(
+        read_time < Duration::from_secs(5),
+        "reads took {read_time:?}"
+    );
+    let t0 = Instant::now();
+    let dropped = rng.bytes(256 * KIB as usize);
+    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
+    let took = t0.elapsed();
+    let e = r.expect_err("a write to a full pool succeeded");
+    report(&format!("[{tag}] write failed with {e} after {took:?}"));
+    assert_eq!(errno_of(&e), errno, "{e}\n{}", m.log());
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    let _ = f.sync_all();
+    let t0 = Instant::now();
+    fs::remove_file(m.path(rm_name))
+        .unwrap_or_else(|e| panic!("rm on a full pool: {e}\n{}", m.log()));
+    report(&format!("[{tag}] rm of an image took {:?}", t0.elapsed()));
+    let ls = String::from_utf8_lossy(&c.rbd(&["ls", pool]).stdout).into_owned();
+    assert!(
+        !ls.lines().any(|l| l == rm_name),
+        "{rm_name} still listed: {ls}"
+    );
+    fb
+}
+
 fn phase_quota(c: &OwnCluster) {
     c.ceph(&["osd", "pool", "create", "rbdq", "8", "8"]);
     c.ceph(&["osd", "pool", "application", "enable", "rbdq", "rbd"]);
@@ -500,41 +557,19 @@ fn phase_quota(c: &OwnCluster) {
         pool_flags(c, "rbdq").contains("full")
     });
     report(&format!("[quota] pool flagged full after {t:?}"));
-    // Reads: of the open image, and of one opened afresh.
-    let t0 = Instant::now();
-    assert_bytes_eq(&read_full_at(&f, 0, model.len()).unwrap(), &model, "read a");
-    let fb = File::open(m.path("b")).unwrap();
-    assert_bytes_eq(
-        &read_full_at(&fb, 0, b_data.len()).unwrap(),
-        &b_data,
-        "read b",
+    let fb = out_of_space_checks(
+        c,
+        &m,
+        OutOfSpace {
+            tag: "quota",
+            pool: "rbdq",
+            errno: libc::EDQUOT,
+        },
+        (&f, &model),
+        ("b", &b_data),
+        "c",
+        &mut rng,
     );
-    let read_time = t0.elapsed();
-    report(&format!(
-        "[quota] reads on the full pool took {read_time:?}"
-    ));
-    assert!(
-        read_time < Duration::from_secs(5),
-        "reads took {read_time:?}"
-    );
-    // A write: EDQUOT from the write or the fsync, within rados_timeout.
-    let t0 = Instant::now();
-    let dropped = rng.bytes(256 * KIB as usize);
-    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
-    let took = t0.elapsed();
-    let e = r.expect_err("a write to a pool at its quota succeeded");
-    report(&format!("[quota] write failed with {e} after {took:?}"));
-    assert_eq!(errno_of(&e), libc::EDQUOT, "{e}\n{}", m.log());
-    assert!(took < Duration::from_secs(12), "{took:?}");
-    // Reported once: the next fsync is clean.
-    let _ = f.sync_all();
-    // Removing an image frees space, so it works on a pool at its quota.
-    let t0 = Instant::now();
-    fs::remove_file(m.path("c"))
-        .unwrap_or_else(|e| panic!("rm on a pool at its quota: {e}\n{}", m.log()));
-    report(&format!("[quota] rm of an image took {:?}", t0.elapsed()));
-    let ls = String::from_utf8_lossy(&c.rbd(&["ls", "rbdq"]).stdout).into_owned();
-    assert!(!ls.lines().any(|l| l == "c"), "c still listed: {ls}");
     // Space comes back: writes work again, without a remount.
     c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "0"]);
     let t = wait_for("pool rbdq not full", Duration::from_secs(120), || {
@@ -727,50 +762,25 @@ fn phase_full(c: &OwnCluster) {
         pool_has_flag(c, "rbd", "full")
     });
     report(&format!("[full] pool rbd flagged full after {t:?}"));
-    // Reads: of the open image, and of one opened afresh.
-    let t0 = Instant::now();
-    assert_bytes_eq(
-        &read_full_at(&f, 0, model.len()).unwrap(),
-        &model,
-        "read fa",
+    let fb = out_of_space_checks(
+        c,
+        &m,
+        OutOfSpace {
+            tag: "full",
+            pool: "rbd",
+            errno: libc::ENOSPC,
+        },
+        (&f, &model),
+        ("fb", &b_data),
+        "frm",
+        &mut rng,
     );
-    let fb = File::open(m.path("fb")).unwrap();
-    assert_bytes_eq(
-        &read_full_at(&fb, 0, b_data.len()).unwrap(),
-        &b_data,
-        "read fb",
-    );
-    let read_time = t0.elapsed();
-    report(&format!(
-        "[full] reads on the full cluster took {read_time:?}"
-    ));
-    assert!(
-        read_time < Duration::from_secs(5),
-        "reads took {read_time:?}"
-    );
-    // A write: ENOSPC from the write or the fsync, within rados_timeout.
-    let t0 = Instant::now();
-    let dropped = rng.bytes(256 * KIB as usize);
-    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
-    let took = t0.elapsed();
-    let e = r.expect_err("a write to a full cluster succeeded");
-    report(&format!("[full] write failed with {e} after {took:?}"));
-    assert_eq!(errno_of(&e), libc::ENOSPC, "{e}\n{}", m.log());
-    assert!(took < Duration::from_secs(12), "{took:?}");
     // The data dropped was logged with its byte range.
     assert!(
         m.log().contains("data lost"),
         "no log line for the dropped data\n{}",
         m.log()
     );
-    let _ = f.sync_all();
-    // Removing an image frees space, so it works on a full cluster.
-    let t0 = Instant::now();
-    fs::remove_file(m.path("frm"))
-        .unwrap_or_else(|e| panic!("rm on a full cluster: {e}\n{}", m.log()));
-    report(&format!("[full] rm of an image took {:?}", t0.elapsed()));
-    let ls = String::from_utf8_lossy(&c.rbd(&["ls", "rbd"]).stdout).into_owned();
-    assert!(!ls.lines().any(|l| l == "frm"), "frm still listed: {ls}");
     // Space comes back: writes work again, without a remount.
     let (nearfull, backfillfull, full_ratio) = saved;
     c.ceph(&["osd", "set-full-ratio", &full_ratio]);
