@@ -473,118 +473,138 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
     t0.elapsed()
 }
 
-/// Which out-of-space state a phase checks: the pool (full, or at its
-/// quota) and the errno writes must fail with.
+/// Three images on `pool` (`a` 16M with 4 MiB of data, `b` and the one to
+/// remove with 64 KiB each; 64K objects) written through one mount with
+/// `rados_timeout=10`, before the pool runs out of space.
 struct OutOfSpace {
+    // Declared before the mount: fields drop in order, and the file must be
+    // closed before the mount goes.
+    f: File,
+    m: RawMount,
     tag: &'static str,
     pool: &'static str,
-    errno: i32,
+    names: [&'static str; 3],
+    model: Vec<u8>,
+    b_data: Vec<u8>,
+    rng: Rng,
 }
 
-/// What must hold on a pool that is out of space, for a mount with
-/// `rados_timeout=10`: reads of the open image `f` (holding `model`) and
-/// of image `b` opened afresh are correct within 5 s; a write plus fsync
-/// fails with the state's errno within the timeout (+2 s); the failure is
-/// reported once (the next fsync is clean); removing image `rm_name`
-/// works, as deletes free space. Returns the handle of `b`.
-fn out_of_space_checks(
-    c: &OwnCluster,
-    m: &RawMount,
-    state: OutOfSpace,
-    (f, model): (&File, &[u8]),
-    (b_name, b_data): (&str, &[u8]),
-    rm_name: &str,
-    rng: &mut Rng,
-) -> File {
-    let OutOfSpace { tag, pool, errno } = state;
-    let t0 = Instant::now();
-    assert_bytes_eq(&read_full_at(f, 0, model.len()).unwrap(), model, "read a");
-    let fb = File::open(m.path(b_name)).unwrap();
-    assert_bytes_eq(&read_full_at(&fb, 0, b_data.len()).unwrap(), b_data, b_name);
-    let read_time = t0.elapsed();
-    report(&format!(
-        "[{tag}] reads on the full pool took {read_time:?}"
-    ));
-    assert!(
-        read_time < Duration::from_secs(5),
-        "reads took {read_time:?}"
-    );
-    let t0 = Instant::now();
-    let dropped = rng.bytes(256 * KIB as usize);
-    let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
-    let took = t0.elapsed();
-    let e = r.expect_err("a write to a full pool succeeded");
-    report(&format!("[{tag}] write failed with {e} after {took:?}"));
-    assert_eq!(errno_of(&e), errno, "{e}\n{}", m.log());
-    assert!(took < Duration::from_secs(12), "{took:?}");
-    let _ = f.sync_all();
-    let t0 = Instant::now();
-    fs::remove_file(m.path(rm_name))
-        .unwrap_or_else(|e| panic!("rm on a full pool: {e}\n{}", m.log()));
-    report(&format!("[{tag}] rm of an image took {:?}", t0.elapsed()));
-    let ls = String::from_utf8_lossy(&c.rbd(&["ls", pool]).stdout).into_owned();
-    assert!(
-        !ls.lines().any(|l| l == rm_name),
-        "{rm_name} still listed: {ls}"
-    );
-    fb
+impl OutOfSpace {
+    fn new(
+        c: &OwnCluster,
+        tag: &'static str,
+        pool: &'static str,
+        names: [&'static str; 3],
+        seed: u64,
+    ) -> OutOfSpace {
+        for (name, size) in names.iter().zip(["16M", "1M", "1M"]) {
+            let spec = format!("{pool}/{name}");
+            c.rbd(&["create", "--size", size, "--object-size", "64K", &spec]);
+        }
+        let m = RawMount::new(&c.conf, pool, &["-o", "rados_timeout=10"]);
+        let mut rng = Rng::from_seed(env_seed() ^ seed);
+        let model = rng.bytes(4 * MIB as usize);
+        let f = open_rw(&m.path(names[0]));
+        f.write_all_at(&model, 0).unwrap();
+        f.sync_all().unwrap();
+        let b_data = rng.bytes(64 * KIB as usize);
+        for name in &names[1..] {
+            let fb = open_rw(&m.path(name));
+            fb.write_all_at(&b_data, 0).unwrap();
+            fb.sync_all().unwrap();
+        }
+        OutOfSpace {
+            tag,
+            pool,
+            names,
+            m,
+            f,
+            model,
+            b_data,
+            rng,
+        }
+    }
+
+    /// What must hold while the pool is out of space: reads of the open
+    /// image and of another opened afresh are correct within 5 s; a write
+    /// plus fsync fails with `errno` within the timeout (+2 s); the
+    /// failure is reported once (the next fsync is clean); removing the
+    /// third image works, as deletes free space. Returns the handle of the
+    /// second image.
+    fn checks(&mut self, c: &OwnCluster, errno: i32) -> File {
+        let (tag, m, f) = (self.tag, &self.m, &self.f);
+        let [a_name, b_name, rm_name] = self.names;
+        let t0 = Instant::now();
+        let model = &self.model;
+        assert_bytes_eq(&read_full_at(f, 0, model.len()).unwrap(), model, a_name);
+        let fb = File::open(m.path(b_name)).unwrap();
+        assert_bytes_eq(
+            &read_full_at(&fb, 0, self.b_data.len()).unwrap(),
+            &self.b_data,
+            b_name,
+        );
+        let read_time = t0.elapsed();
+        report(&format!(
+            "[{tag}] reads on the full pool took {read_time:?}"
+        ));
+        assert!(
+            read_time < Duration::from_secs(5),
+            "reads took {read_time:?}"
+        );
+        let t0 = Instant::now();
+        let dropped = self.rng.bytes(256 * KIB as usize);
+        let r = f.write_all_at(&dropped, 5 * MIB).and_then(|_| f.sync_all());
+        let took = t0.elapsed();
+        let e = r.expect_err("a write to a full pool succeeded");
+        report(&format!("[{tag}] write failed with {e} after {took:?}"));
+        assert_eq!(errno_of(&e), errno, "{e}\n{}", m.log());
+        assert!(took < Duration::from_secs(12), "{took:?}");
+        let _ = f.sync_all();
+        let t0 = Instant::now();
+        fs::remove_file(m.path(rm_name))
+            .unwrap_or_else(|e| panic!("rm on a full pool: {e}\n{}", m.log()));
+        report(&format!("[{tag}] rm of an image took {:?}", t0.elapsed()));
+        let ls = String::from_utf8_lossy(&c.rbd(&["ls", self.pool]).stdout).into_owned();
+        assert!(
+            !ls.lines().any(|l| l == rm_name),
+            "{rm_name} still listed: {ls}"
+        );
+        fb
+    }
+
+    /// Once space is back: a write works without a remount, and `rbd
+    /// export` of the first image equals the model.
+    fn recovered(mut self, c: &OwnCluster) {
+        let again = self.rng.bytes(128 * KIB as usize);
+        self.f.write_all_at(&again, MIB).unwrap();
+        self.f.sync_all().unwrap();
+        self.model[MIB as usize..MIB as usize + again.len()].copy_from_slice(&again);
+        let spec = format!("{}/{}", self.pool, self.names[0]);
+        let model = std::mem::take(&mut self.model);
+        drop(self);
+        let got = c.export(&spec);
+        assert_bytes_eq(&got[..model.len()], &model, &format!("rbd export {spec}"));
+    }
 }
 
 fn phase_quota(c: &OwnCluster) {
     c.ceph(&["osd", "pool", "create", "rbdq", "8", "8"]);
     c.ceph(&["osd", "pool", "application", "enable", "rbdq", "rbd"]);
-    c.rbd(&["create", "--size", "16M", "--object-size", "64K", "rbdq/a"]);
-    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdq/b"]);
-    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbdq/c"]);
-    let m = RawMount::new(&c.conf, "rbdq", &["-o", "rados_timeout=10"]);
-    let mut rng = Rng::from_seed(env_seed() ^ 0x9a);
-    let mut model = rng.bytes(4 * MIB as usize);
-    let f = open_rw(&m.path("a"));
-    f.write_all_at(&model, 0).unwrap();
-    f.sync_all().unwrap();
-    let b_data = rng.bytes(64 * KIB as usize);
-    {
-        let fb = open_rw(&m.path("b"));
-        fb.write_all_at(&b_data, 0).unwrap();
-        fb.sync_all().unwrap();
-        let fc = open_rw(&m.path("c"));
-        fc.write_all_at(&b_data, 0).unwrap();
-        fc.sync_all().unwrap();
-    }
+    let mut scene = OutOfSpace::new(c, "quota", "rbdq", ["a", "b", "c"], 0x9a);
     // Quota below what the pool holds: the pool is flagged full.
     c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "1048576"]);
     let t = wait_for("pool rbdq flagged full", Duration::from_secs(120), || {
         pool_flags(c, "rbdq").contains("full")
     });
     report(&format!("[quota] pool flagged full after {t:?}"));
-    let fb = out_of_space_checks(
-        c,
-        &m,
-        OutOfSpace {
-            tag: "quota",
-            pool: "rbdq",
-            errno: libc::EDQUOT,
-        },
-        (&f, &model),
-        ("b", &b_data),
-        "c",
-        &mut rng,
-    );
+    drop(scene.checks(c, libc::EDQUOT));
     // Space comes back: writes work again, without a remount.
     c.ceph(&["osd", "pool", "set-quota", "rbdq", "max_bytes", "0"]);
     let t = wait_for("pool rbdq not full", Duration::from_secs(120), || {
         !pool_flags(c, "rbdq").contains("full")
     });
     report(&format!("[quota] pool not full after {t:?}"));
-    let again = rng.bytes(128 * KIB as usize);
-    f.write_all_at(&again, MIB).unwrap();
-    f.sync_all().unwrap();
-    model[MIB as usize..MIB as usize + again.len()].copy_from_slice(&again);
-    drop(f);
-    drop(fb);
-    drop(m);
-    let got = c.export("rbdq/a");
-    assert_bytes_eq(&got[..model.len()], &model, "rbd export rbdq/a");
+    scene.recovered(c);
 }
 
 /// `-o data_pool=rbd-ec`: an image created through the mount (dd into a
@@ -719,21 +739,7 @@ fn full_ratios(c: &OwnCluster) -> (String, String, String) {
 /// an image works, and once the ratios are back writes work again
 /// without a remount.
 fn phase_full(c: &OwnCluster) {
-    c.rbd(&["create", "--size", "16M", "--object-size", "64K", "rbd/fa"]);
-    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbd/fb"]);
-    c.rbd(&["create", "--size", "1M", "--object-size", "64K", "rbd/frm"]);
-    let m = RawMount::new(&c.conf, "rbd", &["-o", "rados_timeout=10"]);
-    let mut rng = Rng::from_seed(env_seed() ^ 0xf0);
-    let mut model = rng.bytes(4 * MIB as usize);
-    let f = open_rw(&m.path("fa"));
-    f.write_all_at(&model, 0).unwrap();
-    f.sync_all().unwrap();
-    let b_data = rng.bytes(64 * KIB as usize);
-    for name in ["fb", "frm"] {
-        let fb = open_rw(&m.path(name));
-        fb.write_all_at(&b_data, 0).unwrap();
-        fb.sync_all().unwrap();
-    }
+    let mut scene = OutOfSpace::new(c, "full", "rbd", ["fa", "fb", "frm"], 0xf0);
     // Full ratio at half the least used OSD's use (nearfull and
     // backfillfull below it, as the monitors want them ordered).
     let df = common::json::Json::parse(&c.ceph(&["osd", "df", "-f", "json"]));
@@ -762,24 +768,12 @@ fn phase_full(c: &OwnCluster) {
         pool_has_flag(c, "rbd", "full")
     });
     report(&format!("[full] pool rbd flagged full after {t:?}"));
-    let fb = out_of_space_checks(
-        c,
-        &m,
-        OutOfSpace {
-            tag: "full",
-            pool: "rbd",
-            errno: libc::ENOSPC,
-        },
-        (&f, &model),
-        ("fb", &b_data),
-        "frm",
-        &mut rng,
-    );
+    drop(scene.checks(c, libc::ENOSPC));
     // The data dropped was logged with its byte range.
     assert!(
-        m.log().contains("data lost"),
+        scene.m.log().contains("data lost"),
         "no log line for the dropped data\n{}",
-        m.log()
+        scene.m.log()
     );
     // Space comes back: writes work again, without a remount.
     let (nearfull, backfillfull, full_ratio) = saved;
@@ -790,15 +784,7 @@ fn phase_full(c: &OwnCluster) {
         !pool_has_flag(c, "rbd", "full")
     });
     report(&format!("[full] pool rbd not full after {t:?}"));
-    let again = rng.bytes(128 * KIB as usize);
-    f.write_all_at(&again, MIB).unwrap();
-    f.sync_all().unwrap();
-    model[MIB as usize..MIB as usize + again.len()].copy_from_slice(&again);
-    drop(f);
-    drop(fb);
-    drop(m);
-    let got = c.export("rbd/fa");
-    assert_bytes_eq(&got[..model.len()], &model, "rbd export rbd/fa");
+    scene.recovered(c);
 }
 
 /// A system logger to read back what a daemonised mount logs: the one
