@@ -812,4 +812,13 @@ fn four_sequential_streams_stay_within_the_bound() {
         "peak RSS {} MiB > cache {CACHE_MIB} MiB + 48 MiB ({stats:?})",
         rss >> 20
     );
+    // A clean unmount unwatches every header it watched: no watcher is
+    // left for the OSD to time out (rbd rm would refuse the image).
+    drop(mount);
+    let status = cluster.rbd(&["status", &spec(&name)]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        !text.contains("watcher="),
+        "a watcher is left after the unmount: {text}"
+    );
 }

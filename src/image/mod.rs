@@ -293,12 +293,14 @@ impl Image {
         }
     }
 
-    /// Flushes and gives back the exclusive lock (unmount).
+    /// Flushes, gives back the exclusive lock and unwatches the header
+    /// (unmount, or before rm/rename of the image).
     pub fn close(&self) -> ImageResult<()> {
         let flushed = self.flush();
         if let Some(lock) = &self.store_image.lock {
             lock.release()?;
         }
+        self.store_image.release_watch();
         flushed
     }
 

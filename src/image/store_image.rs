@@ -80,6 +80,11 @@ pub type QuiesceHook = Arc<dyn Fn() + Send + Sync>;
 const QUIESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl StoreImage {
+    /// Unwatches the header for good (see [`HeaderWatch::release`]).
+    pub fn release_watch(&self) {
+        self.watch.release();
+    }
+
     /// Opens image `name` of this pool (format 2 or 1).
     pub fn open(store: Arc<dyn ObjectStore>, name: &str) -> ImageResult<StoreImage> {
         let header = header::resolve(&*store, name)?;

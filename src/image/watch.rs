@@ -54,6 +54,8 @@ pub struct HeaderWatch {
     /// Failed attempts since the last success (the first is logged as a
     /// warning, the rest at debug level).
     failures: AtomicU32,
+    /// The image was closed: the watch is gone and is not set again.
+    released: AtomicBool,
 }
 
 impl HeaderWatch {
@@ -78,6 +80,7 @@ impl HeaderWatch {
             attempt: Mutex::new(()),
             retrying: AtomicBool::new(false),
             failures: AtomicU32::new(0),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -106,10 +109,29 @@ impl HeaderWatch {
         }
     }
 
+    /// Unwatches the header for good (the image is closed): other clients
+    /// must not see us as a watcher after an unmount, `rbd rm` refuses an
+    /// image with watchers. Without this the watch lives as long as some
+    /// reference to the image does, and if that outlives the process the
+    /// OSD keeps it until its timeout (30 s), as for a crashed client.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        // An attempt in flight ends first, so it cannot set a watch after.
+        let _one = self.attempt.lock();
+        drop(self.guard.lock().take());
+    }
+
     /// Sets the watch now if it is not set, waiting for RADOS: for callers
     /// that are about to write anyway. Returns the handle.
     pub fn set_now(&self) -> StoreResult<u64> {
         let _one = self.attempt.lock();
+        if self.released.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError::Errno {
+                op: "watch (image closed)",
+                oid: self.oid.clone(),
+                errno: libc::ESHUTDOWN,
+            });
+        }
         if let Some(cookie) = self.cookie() {
             return Ok(cookie);
         }
@@ -174,6 +196,10 @@ impl HeaderWatch {
                     let Some(watch) = weak.upgrade() else {
                         return;
                     };
+                    if watch.released.load(Ordering::SeqCst) {
+                        watch.retrying.store(false, Ordering::SeqCst);
+                        return;
+                    }
                     if watch.set_now().is_ok() {
                         watch.retrying.store(false, Ordering::SeqCst);
                         return;
