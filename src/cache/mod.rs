@@ -563,28 +563,28 @@ impl ImageCache {
         Ok(out)
     }
 
-    /// `len` bytes at `offset` of object `object_no` at `snap` if a clean
-    /// extent holds them all, without copying them; None otherwise (then
-    /// [`read`](Self::read) them).
-    pub fn read_cached(
+    /// Like [`read`](Self::read), but the bytes stay in the cache's own
+    /// buffer (a clean extent's, or that of the RADOS read that brought
+    /// them): a reply can be sent from it without a copy.
+    pub fn read_shared(
         &self,
         snap: SnapId,
         object_no: u64,
         offset: u64,
         len: u64,
-    ) -> Option<CachedBytes> {
+    ) -> Result<CachedBytes, ImageError> {
         if len == 0 {
-            return None;
+            return Ok(CachedBytes {
+                data: Arc::new(Vec::new()),
+                start: 0,
+                end: 0,
+            });
         }
-        let key = self.state.key(snap, object_no);
-        let (start, data) = self.state.shared.budget.lock().lookup(&key, offset, len)?;
-        bump(&self.state.shared.counters.hits, 1);
-        let at = usize::try_from(offset - start).ok()?;
-        let end = at.checked_add(usize::try_from(len).ok()?)?;
-        (end <= data.len()).then_some(CachedBytes {
+        let (data, start) = self.state.read_shared(snap, object_no, offset, len)?;
+        Ok(CachedBytes {
             data,
-            start: at,
-            end,
+            start,
+            end: start + len as usize,
         })
     }
 
@@ -638,6 +638,18 @@ impl ImageCache {
     /// cache may detect a sequential reader and prefetch what follows.
     pub fn note_read(&self, snap: SnapId, offset: u64, len: u64) {
         self.state.note_read(snap, offset, len)
+    }
+
+    /// [`note_read`](Self::note_read) in two halves, around the read:
+    /// read-ahead starts before the read waits. Returns what to pass to
+    /// [`finish_read`](Self::finish_read).
+    pub fn start_read(&self, snap: SnapId, offset: u64, len: u64) -> bool {
+        self.state.start_read(snap, offset, len)
+    }
+
+    /// The read announced by [`start_read`](Self::start_read) was served.
+    pub fn finish_read(&self, snap: SnapId, offset: u64, len: u64, sequential: bool) {
+        self.state.finish_read(snap, offset, len, sequential)
     }
 
     /// Reads image range `[from, to)` at `snap` ahead of a reader that

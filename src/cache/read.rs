@@ -129,7 +129,8 @@ impl ImageState {
         }
     }
 
-    /// Reads `out.len()` bytes at `offset` of an object into `out`.
+    /// Copies `out.len()` bytes at `offset` of an object at `snap` into
+    /// `out` (see [`read_shared`](Self::read_shared)).
     pub(super) fn read(
         self: &Arc<Self>,
         snap: SnapId,
@@ -137,19 +138,39 @@ impl ImageState {
         offset: u64,
         out: &mut [u8],
     ) -> Result<(), ImageError> {
-        let len = out.len() as u64;
-        if len == 0 {
+        if out.is_empty() {
             return Ok(());
         }
+        let (data, at) = self.read_shared(snap, object_no, offset, out.len() as u64)?;
+        out.copy_from_slice(&data[at..at + out.len()]);
+        Ok(())
+    }
+
+    /// The `len` (> 0) bytes at `offset` of an object at `snap`, as a
+    /// buffer and where they start in it, without copying them: a clean
+    /// extent's buffer, else that of a RADOS read in flight that covers
+    /// them (joined), else that of a new read of exactly them.
+    pub(super) fn read_shared(
+        self: &Arc<Self>,
+        snap: SnapId,
+        object_no: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Arc<Vec<u8>>, usize), ImageError> {
         let key = self.key(snap, object_no);
         let end = offset + len;
         let counters = &self.shared.counters;
         let hit = self.shared.budget.lock().lookup(&key, offset, len);
         if let Some((start, data)) = hit {
             bump(&counters.hits, 1);
-            out.copy_from_slice(&data[(offset - start) as usize..(end - start) as usize]);
-            return Ok(());
+            return Ok((data, (offset - start) as usize));
         }
+        // Asked here, not under the fills lock (the image's own locks).
+        let object_size = if snap == NOSNAP {
+            0
+        } else {
+            self.io.layout().object_size
+        };
         let mut may_join = true;
         loop {
             let (fill, joined) = {
@@ -160,20 +181,20 @@ impl ImageState {
                 if let Some((start, data)) = hit {
                     drop(fills);
                     bump(&counters.hits, 1);
-                    out.copy_from_slice(&data[(offset - start) as usize..(end - start) as usize]);
-                    return Ok(());
+                    return Ok((data, (offset - start) as usize));
                 }
                 let list = fills.entry((snap, object_no)).or_default();
                 match list.iter().find(|f| may_join && f.serves(offset, end)) {
                     Some(f) => (f.clone(), true),
                     None => {
-                        let cost = 2 * len + ENTRY_OVERHEAD;
+                        let fill_end = self.demand_fill_end(&key, list, offset, end, object_size);
+                        let cost = 2 * (fill_end - offset) + ENTRY_OVERHEAD;
                         let reserved = if self.shared.budget.lock().try_reserve(cost) {
                             cost
                         } else {
                             0
                         };
-                        let f = Fill::new(snap, object_no, (offset, end), reserved, false);
+                        let f = Fill::new(snap, object_no, (offset, fill_end), reserved, false);
                         list.push(f.clone());
                         (f, false)
                     }
@@ -181,16 +202,12 @@ impl ImageState {
             };
             if !joined {
                 bump(&counters.misses, 1);
-                let data = self.run_fill(&fill)?;
-                out.copy_from_slice(&data);
-                return Ok(());
+                return Ok((self.run_fill(&fill)?, 0));
             }
             match self.await_fill(&fill) {
                 Some(data) => {
                     bump(&counters.joined, 1);
-                    let at = (offset - fill.start) as usize;
-                    out.copy_from_slice(&data[at..at + out.len()]);
-                    return Ok(());
+                    return Ok((data, (offset - fill.start) as usize));
                 }
                 // It failed: read on our own (and report our own error).
                 None => may_join = false,
@@ -213,6 +230,30 @@ impl ImageState {
                 }
             }
         }
+    }
+
+    /// Where a RADOS read for a miss at `[offset, end)` of an object ends:
+    /// at `end`, or for a snapshot (which never changes) at the object's
+    /// end when the read continues what is held or being read of the
+    /// object, or starts it. That is how the kernel's read-ahead of a
+    /// snapshot file arrives: several requests at once, ahead of our own
+    /// read-ahead, often out of order; read piece by piece, each piece
+    /// would be read again by our read-ahead of the whole object.
+    fn demand_fill_end(
+        &self,
+        key: &Key,
+        fills: &[Arc<Fill>],
+        offset: u64,
+        end: u64,
+        object_size: u64,
+    ) -> u64 {
+        if key.1 == NOSNAP {
+            return end;
+        }
+        let continues = offset == 0
+            || fills.iter().any(|f| f.start < offset && offset <= f.end)
+            || self.shared.budget.lock().covers(key, offset - 1, offset);
+        if continues { end.max(object_size) } else { end }
     }
 
     /// Claims a queued fill for the caller; false if someone else has.
@@ -322,9 +363,20 @@ impl ImageState {
         })
     }
 
+    /// A read was served: [`start_read`](Self::start_read) and
+    /// [`finish_read`](Self::finish_read) at once.
     pub(super) fn note_read(self: &Arc<Self>, snap: SnapId, offset: u64, len: u64) {
+        let sequential = self.start_read(snap, offset, len);
+        self.finish_read(snap, offset, len, sequential);
+    }
+
+    /// A read of `[offset, offset+len)` at `snap` is about to be served:
+    /// tracks sequential readers and schedules read-ahead for one now, so
+    /// it is under way while the read itself waits. True if the read
+    /// continues a stream (see [`finish_read`](Self::finish_read)).
+    pub(super) fn start_read(self: &Arc<Self>, snap: SnapId, offset: u64, len: u64) -> bool {
         if len == 0 || self.shared.max_window.max(self.shared.max_window_immutable) == 0 {
-            return;
+            return false;
         }
         let layout = self.io.layout();
         let unit = if layout.is_plain() {
@@ -333,9 +385,10 @@ impl ImageState {
             layout.stripe_unit
         };
         let end = offset.saturating_add(len);
-        // Reads may arrive slightly out of order (several FUSE threads,
-        // kernel readahead): "sequential" is "near where the last ended".
-        let slack = len.saturating_mul(2).clamp(64 << 10, 1 << 20);
+        // Reads may arrive out of order (several FUSE threads, the
+        // kernel's read-ahead keeping several requests in flight):
+        // "sequential" is "near where the last ended".
+        let slack = len.saturating_mul(4).clamp(64 << 10, 4 << 20);
         let plan = {
             let mut s = self.streams.lock();
             s.tick += 1;
@@ -394,22 +447,6 @@ impl ImageState {
             }
         };
         let (sequential, plan) = plan;
-        if sequential {
-            // A sequential reader is done with the objects it read to their
-            // end: evict those first, before what was read ahead for it.
-            let done: Vec<Key> = layout
-                .map(offset, len)
-                .iter()
-                .filter(|e| e.offset + e.len >= layout.object_size)
-                .map(|e| self.key(snap, e.object_no))
-                .collect();
-            if !done.is_empty() {
-                let mut b = self.shared.budget.lock();
-                for key in &done {
-                    b.demote(key);
-                }
-            }
-        }
         if let Some((from, to)) = plan
             && !self.prefetch(snap, from, to)
         {
@@ -421,6 +458,29 @@ impl ImageState {
                 .find(|st| st.snap == snap && st.scheduled == to)
             {
                 st.scheduled = from;
+            }
+        }
+        sequential
+    }
+
+    /// The read [`start_read`](Self::start_read) announced was served. A
+    /// sequential reader is done with the objects it read to their end:
+    /// those are evicted first, before what was read ahead for it.
+    pub(super) fn finish_read(&self, snap: SnapId, offset: u64, len: u64, sequential: bool) {
+        if !sequential {
+            return;
+        }
+        let layout = self.io.layout();
+        let done: Vec<Key> = layout
+            .map(offset, len)
+            .iter()
+            .filter(|e| e.offset + e.len >= layout.object_size)
+            .map(|e| self.key(snap, e.object_no))
+            .collect();
+        if !done.is_empty() {
+            let mut b = self.shared.budget.lock();
+            for key in &done {
+                b.demote(key);
             }
         }
     }

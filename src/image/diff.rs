@@ -212,11 +212,17 @@ impl Image {
                     if offset.checked_add(len).is_none_or(|e| e > size) {
                         return Err(no_snapshot(self.name(), &plan.to.name));
                     }
-                    // Read straight into the reply (one copy out of the
-                    // cache, not two).
-                    let at = out.len();
-                    out.resize(at + len as usize, 0);
-                    self.read_range_into(&info, plan.to.id, offset, &mut out[at..], false)?;
+                    // Straight into the reply: one copy out of the cache.
+                    if let [e] = layout.map(offset, len).as_slice() {
+                        let bytes =
+                            self.cache
+                                .read_shared(plan.to.id, e.object_no, e.offset, e.len)?;
+                        out.extend_from_slice(&bytes);
+                    } else {
+                        let at = out.len();
+                        out.resize(at + len as usize, 0);
+                        self.read_range_into(&info, plan.to.id, offset, &mut out[at..], false)?;
+                    }
                     // Objects read to their end are done: evict them before
                     // what was read ahead.
                     for e in layout.map(offset, len) {

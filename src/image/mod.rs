@@ -332,19 +332,20 @@ impl Image {
         self.read_range(snap, offset, len, true)
     }
 
-    /// [`read`](Self::read), but served from the cache's own buffer
-    /// (no copy) when one clean extent holds the whole range, as it does
-    /// for most reads of a sequential reader.
+    /// [`read`](Self::read), but served from the cache's own buffer (no
+    /// copy) when the range lies in one object, as most reads do: the
+    /// buffer of a clean extent, or of the RADOS read in flight or made
+    /// for it (a sequential reader's reads mostly wait for read-ahead).
     pub fn read_data(&self, snap: SnapId, offset: u64, len: u64) -> ImageResult<ReadData> {
         let info = self.current_info()?;
         if let Some(size) = info.size_at(snap)
             && offset < size
         {
             let len = len.min(size - offset);
-            if let [e] = info.layout.map(offset, len).as_slice()
-                && let Some(bytes) = self.cache.read_cached(snap, e.object_no, e.offset, e.len)
-            {
-                self.cache.note_read(snap, offset, len);
+            if let [e] = info.layout.map(offset, len).as_slice() {
+                let sequential = self.cache.start_read(snap, offset, len);
+                let bytes = self.cache.read_shared(snap, e.object_no, e.offset, e.len)?;
+                self.cache.finish_read(snap, offset, len, sequential);
                 return Ok(ReadData::Cached(bytes));
             }
         }
@@ -395,13 +396,12 @@ impl Image {
             slices.push((e, head));
             rest = tail;
         }
+        let stream = sequential && self.cache.start_read(snap, offset, len);
         self.in_parallel(slices, |(e, out): (&ObjectExtent, &mut [u8])| {
             self.cache.read_into(snap, e.object_no, e.offset, out)?;
             Ok(())
         })?;
-        if sequential {
-            self.cache.note_read(snap, offset, len);
-        }
+        self.cache.finish_read(snap, offset, len, stream);
         Ok(())
     }
 

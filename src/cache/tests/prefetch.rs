@@ -139,3 +139,82 @@ fn write_during_prefetch_is_not_lost() {
     let got = img.read(3 * MIB, 16);
     assert_eq!(&got[10..13], b"new");
 }
+
+/// A snapshot file read through the kernel's page cache: its read-ahead
+/// sends several requests at once (in order, a moment apart), each
+/// waiting while the next arrive. Each object is still read from RADOS
+/// once, whole (a request that starts or continues an object reads the
+/// rest of it; the others join that read), and the bytes are the
+/// snapshot's. Reading each request's piece alone, as before, read most
+/// objects several times (pieces, then our read-ahead of the object).
+#[test]
+fn snapshot_reads_arriving_together_read_each_object_once() {
+    const SNAP: SnapId = 7;
+    let os = 4 * MIB;
+    let objects = 12;
+    let io = MockIo::new(22, objects * os);
+    for n in 0..objects {
+        io.head.lock().insert(n, pattern(n, os as usize));
+    }
+    io.snapshot(SNAP);
+    io.set_delays(Duration::from_millis(10), Duration::ZERO);
+    let img = Img::new(io.clone(), config(64 * MIB));
+    let expected = io.image_bytes(objects * os);
+    let bs = MIB;
+    let batch = 4;
+    let mut got = vec![0u8; (objects * os) as usize];
+    for first in (0..objects * os / bs).step_by(batch) {
+        // One batch of requests in flight together.
+        let pieces: Vec<(u64, CachedBytes)> = thread::scope(|s| {
+            let handles: Vec<_> = (first..first + batch as u64)
+                .map(|i| {
+                    let ic = &img.ic;
+                    thread::sleep(Duration::from_millis(2));
+                    s.spawn(move || {
+                        let off = i * bs;
+                        let seq = ic.start_read(SNAP, off, bs);
+                        let bytes = ic.read_shared(SNAP, off / os, off % os, bs).expect("read");
+                        ic.finish_read(SNAP, off, bs, seq);
+                        (off, bytes)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (off, bytes) in pieces {
+            assert_eq!(bytes.len() as u64, bs);
+            got[off as usize..(off + bs) as usize].copy_from_slice(&bytes);
+        }
+    }
+    assert!(got == expected, "bytes differ from the snapshot's");
+    for n in 0..objects {
+        assert_eq!(
+            io.reads_of(SNAP, n),
+            1,
+            "object {n}: {:?}",
+            img.cache.stats()
+        );
+    }
+    for &(object_no, offset, len) in io.read_log.lock().iter() {
+        assert_eq!(
+            offset + len,
+            os,
+            "object {object_no} read from {offset} but not to its end"
+        );
+    }
+}
+
+/// A read served from the cache hands out the cache's own buffer.
+#[test]
+fn shared_reads_do_not_copy() {
+    const SNAP: SnapId = 3;
+    let io = MockIo::new(20, 8 * MIB);
+    io.head.lock().insert(1, pattern(1, MIB as usize));
+    io.snapshot(SNAP);
+    let img = Img::new(io.clone(), config(16 * MIB));
+    let a = img.ic.read_shared(SNAP, 1, 0, MIB).expect("read");
+    let b = img.ic.read_shared(SNAP, 1, 4 * KIB, 8 * KIB).expect("read");
+    assert!(Arc::ptr_eq(&a.data, &b.data), "second read copied");
+    assert_eq!(&b[..], &pattern(1, MIB as usize)[4096..12288]);
+    assert_eq!(io.reads_of(SNAP, 1), 1);
+}
