@@ -558,9 +558,9 @@ impl ImageCache {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ImageError> {
-        let mut out = vec![0u8; len as usize];
-        self.state.read(snap, object_no, offset, &mut out)?;
-        Ok(out)
+        // One copy out of the shared buffer, no zero-filled buffer first.
+        self.read_shared(snap, object_no, offset, len)
+            .map(|bytes| bytes.to_vec())
     }
 
     /// Like [`read`](Self::read), but the bytes stay in the cache's own
