@@ -204,14 +204,11 @@ impl RbdFs {
         if let Some((image, plan)) = self.diff_handle(fh)? {
             // A snapshot or the image removed while open: EIO, never
             // other bytes.
-            return image
-                .read_diff(&plan, offset, size as u64)
-                .map(ReadData::Owned)
-                .map_err(|e| {
-                    Errno::image(&format!("read diff of {}", image.name()), &e)
-                        .with_code(libc::EIO)
-                        .unexpected()
-                });
+            return image.read_diff(&plan, offset, size as u64).map_err(|e| {
+                Errno::image(&format!("read diff of {}", image.name()), &e)
+                    .with_code(libc::EIO)
+                    .unexpected()
+            });
         }
         if let Some(r) = self.part_read(fh, offset, size) {
             return r.map(ReadData::Owned);

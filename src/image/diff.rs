@@ -20,10 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::debug;
 
-use super::Image;
 use super::features::{has_fast_diff, has_object_map};
 use super::info::ImageInfo;
 use super::store_image::StoreImage;
+use super::{Image, ReadData};
 use crate::error::{ImageError, ImageResult};
 use crate::format::SnapshotInfo;
 use crate::format::diff::{
@@ -197,45 +197,77 @@ impl Image {
     /// end). Changed objects ahead of the reader are read ahead in
     /// parallel, as for a sequential reader of a snapshot. Fails (never
     /// returns other bytes) once either snapshot or the image is gone.
-    pub fn read_diff(&self, plan: &DiffPlan, offset: u64, len: u64) -> ImageResult<Vec<u8>> {
+    pub fn read_diff(&self, plan: &DiffPlan, offset: u64, len: u64) -> ImageResult<ReadData> {
         self.check_diff_snapshots(plan)?;
         let end = offset.saturating_add(len).min(plan.size());
         self.prefetch_diff(plan, end);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let info = self.current_info()?;
         let layout = info.layout;
-        for piece in plan.stream.pieces(offset, len) {
-            match piece {
-                Piece::Bytes(b) => out.extend_from_slice(&b),
-                Piece::Image { offset, len } => {
-                    let size = info.size_at(plan.to.id).unwrap_or(0);
-                    if offset.checked_add(len).is_none_or(|e| e > size) {
-                        return Err(no_snapshot(self.name(), &plan.to.name));
-                    }
-                    // Straight into the reply: one copy out of the cache.
-                    if let [e] = layout.map(offset, len).as_slice() {
-                        let bytes =
-                            self.cache
-                                .read_shared(plan.to.id, e.object_no, e.offset, e.len)?;
-                        out.extend_from_slice(&bytes);
-                    } else {
-                        let at = out.len();
-                        out.resize(at + len as usize, 0);
-                        self.read_range_into(&info, plan.to.id, offset, &mut out[at..], false)?;
-                    }
-                    // Objects read to their end are done: evict them before
-                    // what was read ahead.
-                    for e in layout.map(offset, len) {
-                        if e.offset + e.len >= layout.object_size {
-                            self.cache.done_with(plan.to.id, e.object_no);
+        let pieces = plan.stream.pieces(offset, len);
+        // Most reads lie inside one record's data in one object.
+        let single = match pieces.as_slice() {
+            [Piece::Image { offset, len }] => match layout.map(*offset, *len).as_slice() {
+                [e] => Some((*offset, *len, *e)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let reply = match single {
+            // Sent from the cache's buffer: no copy.
+            Some((offset, len, e)) => {
+                self.check_diff_extent(&info, plan, offset, len)?;
+                let bytes = self
+                    .cache
+                    .read_shared(plan.to.id, e.object_no, e.offset, e.len)?;
+                self.done_with_diff_objects(&info, plan, offset, len);
+                ReadData::Cached(bytes)
+            }
+            None => {
+                let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+                for piece in pieces {
+                    match piece {
+                        Piece::Bytes(b) => out.extend_from_slice(&b),
+                        Piece::Image { offset, len } => {
+                            self.check_diff_extent(&info, plan, offset, len)?;
+                            let at = out.len();
+                            out.resize(at + len as usize, 0);
+                            self.read_range_into(&info, plan.to.id, offset, &mut out[at..], false)?;
+                            self.done_with_diff_objects(&info, plan, offset, len);
                         }
                     }
                 }
+                ReadData::Owned(out)
             }
-        }
+        };
         // Removed while we read: what we read may not be the snapshot's.
         self.check_diff_snapshots(plan)?;
-        Ok(out)
+        Ok(reply)
+    }
+
+    /// The image extent of a `w` record lies inside the to-snapshot (a
+    /// plan outliving a shrink never reads past the end).
+    fn check_diff_extent(
+        &self,
+        info: &ImageInfo,
+        plan: &DiffPlan,
+        offset: u64,
+        len: u64,
+    ) -> ImageResult<()> {
+        let size = info.size_at(plan.to.id).unwrap_or(0);
+        if offset.checked_add(len).is_none_or(|e| e > size) {
+            return Err(no_snapshot(self.name(), &plan.to.name));
+        }
+        Ok(())
+    }
+
+    /// Objects read to their end are done: evict them before what was
+    /// read ahead.
+    fn done_with_diff_objects(&self, info: &ImageInfo, plan: &DiffPlan, offset: u64, len: u64) {
+        for e in info.layout.map(offset, len) {
+            if e.offset + e.len >= info.layout.object_size {
+                self.cache.done_with(plan.to.id, e.object_no);
+            }
+        }
     }
 
     /// Asks the cache to read the data of the records in the window after

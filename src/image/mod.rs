@@ -51,6 +51,15 @@ impl std::ops::Deref for ReadData {
     }
 }
 
+/// Only the length: the bytes can be megabytes.
+impl std::fmt::Debug for ReadData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadData")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
 impl ReadData {
     pub fn into_vec(self) -> Vec<u8> {
         match self {

@@ -3,13 +3,17 @@
 //! hold only the changed objects.
 
 use super::*;
+use crate::format::diff::Piece;
 use crate::format::diff::apply_stream;
-use crate::image::DiffMethod;
+use crate::image::{DiffMethod, ReadData};
 use crate::store::NOSNAP;
 
 fn stream(img: &Image, from: Option<&str>, to: &str) -> (Vec<u8>, DiffMethod) {
     let plan = img.diff(from, to).unwrap();
-    let whole = img.read_diff(&plan, 0, plan.size() + 10).unwrap();
+    let whole = img
+        .read_diff(&plan, 0, plan.size() + 10)
+        .unwrap()
+        .into_vec();
     assert_eq!(whole.len() as u64, plan.size(), "size known before reading");
     // Any split of the reads gives the same bytes.
     let mut pieces = Vec::new();
@@ -18,7 +22,7 @@ fn stream(img: &Image, from: Option<&str>, to: &str) -> (Vec<u8>, DiffMethod) {
         let part = img.read_diff(&plan, at, 777).unwrap();
         assert!(!part.is_empty());
         at += part.len() as u64;
-        pieces.extend(part);
+        pieces.extend_from_slice(&part);
     }
     assert_eq!(pieces, whole);
     (whole, plan.method)
@@ -189,5 +193,38 @@ fn removed_middle_snapshot_keeps_changes_visible() {
     let mut target = s1;
     apply_stream(&d, &mut target).unwrap();
     assert_eq!(target, s3);
+    img.close().unwrap();
+}
+
+#[test]
+fn reads_inside_one_objects_data_are_sent_from_the_cache() {
+    let store = MemoryStore::new();
+    let cache = cache();
+    let opts = &variants()[2].1; // 4 KiB objects, fast-diff
+    let img = create_open(&store, &cache, "shared", 64 << 10, opts);
+    img.write(4 << 10, &pattern(7, 8 << 10)).unwrap();
+    img.flush().unwrap();
+    img.snap_create("s1").unwrap();
+    let plan = img.diff(None, "s1").unwrap();
+    let whole = img.read_diff(&plan, 0, plan.size()).unwrap().into_vec();
+    // A range of the stream that is one `w` record's data in one object.
+    let (at, len) = (0..plan.size())
+        .map(|at| (at, 1000))
+        .find(|&(at, len)| {
+            matches!(plan.stream.pieces(at, len).as_slice(),
+                [Piece::Image { offset, len }] if offset / 4096 == (offset + len - 1) / 4096)
+        })
+        .expect("a record's data");
+    let a = img.read_diff(&plan, at, len).unwrap();
+    let b = img.read_diff(&plan, at, len).unwrap();
+    let (ReadData::Cached(_), ReadData::Cached(_)) = (&a, &b) else {
+        panic!("copied: {a:?} {b:?}");
+    };
+    assert_eq!(a.as_ptr(), b.as_ptr(), "each read has its own copy");
+    assert_eq!(&a[..], &whole[at as usize..(at + len) as usize]);
+    // Reads across a record's header are assembled, same bytes.
+    let across = img.read_diff(&plan, at - 30, 100).unwrap();
+    assert!(matches!(across, ReadData::Owned(_)), "{across:?}");
+    assert_eq!(&across[..], &whole[at as usize - 30..at as usize + 70]);
     img.close().unwrap();
 }
