@@ -245,17 +245,23 @@ trap 'exit 143' TERM
 work=$(mktemp -d /var/tmp/rbdfs-bench-work.XXXXXX)
 results=$work/results.tsv    # one line per (run, job, reference), read by the table
 notes=$work/notes.txt        # per-run remarks printed under the table
+machine_log=$work/machine.tsv   # one line per step: run, name, times, CPU jiffies
 : >"$results"
 : >"$notes"
+: >"$machine_log"
 
 # Runs a step with a timeout; its output goes to $work/NAME.log, shown on failure.
 # In the background and waited for: bash runs a trap only once the
 # foreground command has ended, while `wait` returns at once on a signal,
 # so SIGTERM/SIGINT reach the cleanup at once, which stops the step.
+# Each step also appends to $machine_log how busy the whole machine was
+# meanwhile (all processes: the OSD, the client, the tool), for the
+# report's machine CPU table.
 step_pid=
 step() {
-    local name=$1 t=$2
+    local name=$1 t=$2 t0 c0
     shift 2
+    t0=$(now) c0=$(cpu_jiffies)
     timeout "$t" "$@" >"$work/$name.log" 2>&1 </dev/null &
     step_pid=$!
     if ! wait "$step_pid"; then
@@ -265,6 +271,14 @@ step() {
         exit 1
     fi
     step_pid=
+    echo "$run	$name	$t0	$(now)	$c0	$(cpu_jiffies)" >>"$machine_log"
+}
+
+# The machine's CPU time so far, in jiffies summed over all CPUs: busy
+# (user, nice, system, irq, softirq), idle (idle, iowait), and stolen by
+# the hypervisor for other guests.
+cpu_jiffies() {
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 "," $5 + $6 "," $9; exit}' /proc/stat
 }
 
 # step, and the user+system CPU seconds of the command (and its children)
@@ -679,31 +693,47 @@ snap_main() {  # IMG: snapshot $snap of IMG, once per run, visible in the mount
 
 # diff: the since- stream of a second snapshot after random 4 MiB writes
 # over 1/8 of the image, against rbd export-diff (both rates of rbdfs's
-# stream size; an untimed export-diff warms the OSD).
+# stream size; an untimed export-diff warms the OSD). The stream is small
+# (1/8 of --size) and each copy short, so the pair is timed three times,
+# interleaved, each rbdfs copy on a fresh mount with the page cache
+# dropped (as the export's); the row gives each side's median.
+diff_pairs=3
 group_diff() {
-    local img=$tag-$run-main difffile diff_bytes bw_fs cpu_fs rss_fs
+    local img=$tag-$run-main difffile diff_bytes pair fs_bw=() fs_cpu=() ex_bw=() ex_cpu=() rss_fs=0
     snap_main "$img"
-    say "diff: writes over 1/8 of $img, snapshot bench2, cp of .diff/$img/bench2/since-$snap, then rbd export-diff"
+    say "diff: writes over 1/8 of $img, snapshot bench2, then $diff_pairs pairs: cp of .diff/$img/bench2/since-$snap, rbd export-diff"
     step "diff-writes-$run" $((runtime * 10 + 600)) rbd -c "$conf" bench --io-type write --io-pattern rand \
         --io-size 4M --io-threads 16 --io-total "$((size / 8))" "$pool/$img"
     step "snap-create-2-$run" 120 rbd -c "$conf" snap create --no-progress "$pool/$img@bench2"
     step "diff-warm-up-$run" $((runtime * 10 + 600)) sh -c "rbd -c '$conf' export-diff --no-progress --from-snap '$snap' '$pool/$img@bench2' - >/dev/null"
     difffile=$mnt_rbdfs/.diff/$img/bench2/since-$snap
-    wait_file "$difffile"
-    diff_bytes=$(stat -c %s "$difffile")
-    meas_begin "$rbdfs_pid"
-    timed "diff-rbdfs-$run" "$diff_bytes" step "diff-rbdfs-$run" $((runtime * 10 + 600)) cp "$difffile" "$work/diff-rbdfs"
-    bw_fs=$BW
-    meas_end "$diff_bytes"
-    cpu_fs=$CPU_GIB rss_fs=$RSS_MIB
-    [[ $(stat -c %s "$work/diff-rbdfs") = "$diff_bytes" ]] || die "cp of $difffile: not $diff_bytes bytes"
-    timed "diff-export-$run" "$diff_bytes" cpu_step "diff-export-$run" $((runtime * 10 + 600)) \
-        rbd -c "$conf" export-diff --no-progress --from-snap "$snap" "$pool/$img@bench2" "$work/diff-export"
-    record diff "incremental copy (cp since-)" MiB/s "$bw_fs" "rbd export-diff" "$BW" "$cpu_fs" \
-        "$(per_gib "$REF_CPU" "$diff_bytes")" "$rss_fs" 1
-    note "since-$snap: $diff_bytes bytes (rbd export-diff: $(stat -c %s "$work/diff-export") bytes)"
+    for ((pair = 1; pair <= diff_pairs; pair++)); do
+        umount_rbdfs
+        mount_rbdfs
+        wait_file "$difffile"
+        diff_bytes=$(stat -c %s "$difffile")
+        drop_caches
+        meas_begin "$rbdfs_pid"
+        timed "diff-rbdfs-$run" "$diff_bytes" step "diff-rbdfs-$run" $((runtime * 10 + 600)) cp "$difffile" "$work/diff-rbdfs"
+        fs_bw+=("$BW")
+        meas_end "$diff_bytes"
+        fs_cpu+=("$CPU_GIB")
+        rss_fs=$(calc 'max(float(sys.argv[1]), float(sys.argv[2]))' "$rss_fs" "$RSS_MIB")
+        [[ $(stat -c %s "$work/diff-rbdfs") = "$diff_bytes" ]] || die "cp of $difffile: not $diff_bytes bytes"
+        rm -f "$work/diff-export"
+        drop_caches
+        timed "diff-export-$run" "$diff_bytes" cpu_step "diff-export-$run" $((runtime * 10 + 600)) \
+            rbd -c "$conf" export-diff --no-progress --from-snap "$snap" "$pool/$img@bench2" "$work/diff-export"
+        ex_bw+=("$BW")
+        ex_cpu+=("$(per_gib "$REF_CPU" "$diff_bytes")")
+        rm -f "$work/diff-rbdfs"
+    done
+    record diff "incremental copy (cp since-)" MiB/s "$(median "${fs_bw[@]}")" "rbd export-diff" "$(median "${ex_bw[@]}")" \
+        "$(median "${fs_cpu[@]}")" "$(median "${ex_cpu[@]}")" "$rss_fs" 1
+    note "since-$snap: $diff_bytes bytes (rbd export-diff: $(stat -c %s "$work/diff-export") bytes); pairs (rbdfs/export-diff MiB/s): $(paste -d/ <(printf '%.0f\n' "${fs_bw[@]}") <(printf '%.0f\n' "${ex_bw[@]}") | paste -sd' ')"
     rm -f "$work/diff-rbdfs" "$work/diff-export"
 }
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # streams: four fio streams at once (one fio process, one job each) on
 # four images, or on four quarters of one image; time-based, so all four
@@ -904,6 +934,38 @@ print(f"rbdfs peak RSS over all jobs: {peak:.0f} MiB with cache_size={cache} MiB
 PY
 )
 
+# How busy the machine was in each measured step (setup steps left out),
+# median over the runs: when both sides of a ratio ran with the CPUs
+# saturated, the ratio is bounded by CPU per byte, not by waiting.
+machine_table=$(python3 - "$machine_log" "$clk_tck" "$(nproc)" <<'PY'
+import re, statistics, sys
+setup = re.compile(r"^(create|prefill|cluster|rados-cleanup|snap-create|snap-warm-up|diff-writes|diff-warm-up|mkfs|mount-ext4)-")
+steps, order = {}, []
+for line in open(sys.argv[1]):
+    run, name, t0, t1, c0, c1 = line.rstrip("\n").split("\t")
+    if setup.match(name):
+        continue
+    base = re.sub(r"-%s$" % re.escape(run), "", name)
+    b0, i0, s0 = map(int, c0.split(","))
+    b1, i1, s1 = map(int, c1.split(","))
+    total = (b1 - b0) + (i1 - i0) + (s1 - s0)
+    if total <= 0:
+        continue
+    secs = float(t1) - float(t0)
+    if base not in steps:
+        steps[base] = []
+        order.append(base)
+    steps[base].append((secs, 100 * (b1 - b0) / total, 100 * (s1 - s0) / total,
+                        (b1 - b0) / int(sys.argv[2]) / secs))
+med = statistics.median
+print(f"| step | seconds | machine busy % | stolen % | busy CPUs (of {sys.argv[3]}) |")
+print("|---|---:|---:|---:|---:|")
+for base in order:
+    v = steps[base]
+    print(f"| {base} | {med(x[0] for x in v):.1f} | {med(x[1] for x in v):.0f} | {med(x[2] for x in v):.0f} | {med(x[3] for x in v):.2f} |")
+PY
+)
+
 report=$(
     echo "$machine"
     echo "- load average (1/5/15 min): $load_start at the start, $load_end at the end; the run took $(((SECONDS + 30) / 60)) min"
@@ -918,6 +980,12 @@ report=$(
     echo "ext4 row is in copies per second, so its ratio is rbd-fuse's time over rbdfs's."
     echo
     cat "$notes"
+    echo
+    echo "Machine CPU in each measured step (all processes: OSD, mon, client, tool; medians over the runs;"
+    echo "busy = user+system+irq time, stolen = time the hypervisor gave to other guests; a step's rbdfs"
+    echo "and reference sides both near 100 % busy means the machine's CPUs, not waiting, set both rates):"
+    echo
+    echo "$machine_table"
 )
 echo "$report"
 [[ -z $out_file ]] || echo "$report" >"$out_file"
