@@ -295,8 +295,24 @@ now() { date +%s.%N; }
 calc() { python3 -c "import sys; print($1)" "${@:2}"; }   # calc EXPR ARGS: EXPR over sys.argv
 
 # Drops the page cache, so no copy reads (or writes) through pages an
-# earlier one left.
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# earlier one left; then waits for the machine to settle (below).
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; settle; }
+
+# Waits (at most 10 s) until the machine is nearly idle for half a second,
+# so a timed copy does not share the CPUs with what the step before left
+# running (the file system freeing a deleted copy, a daemon exiting).
+settle() {
+    local i a b
+    for ((i = 0; i < 20; i++)); do
+        a=$(cpu_jiffies)
+        sleep 0.5
+        b=$(cpu_jiffies)
+        python3 -c 'import sys
+a, b = ([int(x) for x in v.split(",")] for v in sys.argv[1:])
+d = [y - x for x, y in zip(a, b)]
+sys.exit(0 if sum(d) and d[0] < 0.1 * sum(d) else 1)' "$a" "$b" && return 0
+    done
+}
 
 # The measuring functions below run in this shell (a failed step exits the
 # script) and leave their result in BW (MiB/s), IOPS and BYTES (moved).
@@ -349,9 +365,11 @@ meas_end() {
 }
 
 # ------------------------------------------------------------------ results
-# record GROUP JOB UNIT RBDFS REFNAME REF RBDFS_CPU_GIB REF_CPU_GIB RBDFS_RSS TARGET
+# record GROUP JOB UNIT RBDFS REFNAME REF RBDFS_CPU_GIB REF_CPU_GIB RBDFS_RSS TARGET RBDFS_STEP REF_STEP
 # One ratio: rbdfs's figure against one reference, in run $run. "-" for
-# anything not measured; TARGET is the minimum wanted ratio or "-".
+# anything not measured; TARGET is the minimum wanted ratio or "-". The
+# steps (names without the run number) are the measured steps of each
+# side, for the machine CPU of each (see $machine_log).
 run=0
 record() {
     local IFS=$'\t'
@@ -591,18 +609,18 @@ group_fio() {
     # shellcheck disable=SC2154 # fuse_* and fs_* are set by fio_set
     {
         local g=fio
-        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" "rados bench" "$rados_r4m_bw" "$fs_seqread_cpu" "$rados_r4m_cpu" "$fs_seqread_rss" 0.95
-        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" "rbd bench" "$lr1m" "$fs_seqread_cpu" "$lr1m_cpu" "$fs_seqread_rss" 1
-        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" rbd-fuse "$fuse_seqread_v" "$fs_seqread_cpu" "$fuse_seqread_cpu" "$fs_seqread_rss" 3
-        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" "rados bench" "$rados_w4m_bw" "$fs_seqwrite_cpu" "$rados_w4m_cpu" "$fs_seqwrite_rss" 0.95
-        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" "rbd bench" "$lw1m" "$fs_seqwrite_cpu" "$lw1m_cpu" "$fs_seqwrite_rss" 1
-        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" rbd-fuse "$fuse_seqwrite_v" "$fs_seqwrite_cpu" "$fuse_seqwrite_cpu" "$fs_seqwrite_rss" 3
-        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" "rados bench" "$rados_r4k_iops" "$fs_randread_cpu" "$rados_r4k_cpu" "$fs_randread_rss" -
-        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" "rbd bench" "$lr4k" "$fs_randread_cpu" "$lr4k_cpu" "$fs_randread_rss" -
-        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" rbd-fuse "$fuse_randread_v" "$fs_randread_cpu" "$fuse_randread_cpu" "$fs_randread_rss" 2
-        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" "rados bench" "$rados_w4k_iops" "$fs_randwrite_cpu" "$rados_w4k_cpu" "$fs_randwrite_rss" -
-        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" "rbd bench" "$lw4k" "$fs_randwrite_cpu" "$lw4k_cpu" "$fs_randwrite_rss" -
-        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" rbd-fuse "$fuse_randwrite_v" "$fs_randwrite_cpu" "$fuse_randwrite_cpu" "$fs_randwrite_rss" 2
+        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" "rados bench" "$rados_r4m_bw" "$fs_seqread_cpu" "$rados_r4m_cpu" "$fs_seqread_rss" 0.95 "fs-seqread" "rados-seq-4m"
+        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" "rbd bench" "$lr1m" "$fs_seqread_cpu" "$lr1m_cpu" "$fs_seqread_rss" 1 "fs-seqread" "rbd-read-seq-4m"
+        record $g "seq read 1 MiB QD1" MiB/s "$fs_seqread_v" rbd-fuse "$fuse_seqread_v" "$fs_seqread_cpu" "$fuse_seqread_cpu" "$fs_seqread_rss" 3 "fs-seqread" "fuse-seqread"
+        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" "rados bench" "$rados_w4m_bw" "$fs_seqwrite_cpu" "$rados_w4m_cpu" "$fs_seqwrite_rss" 0.95 "fs-seqwrite" "rados-write-4m"
+        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" "rbd bench" "$lw1m" "$fs_seqwrite_cpu" "$lw1m_cpu" "$fs_seqwrite_rss" 1 "fs-seqwrite" "rbd-write-seq-4m"
+        record $g "seq write 1 MiB QD1" MiB/s "$fs_seqwrite_v" rbd-fuse "$fuse_seqwrite_v" "$fs_seqwrite_cpu" "$fuse_seqwrite_cpu" "$fs_seqwrite_rss" 3 "fs-seqwrite" "fuse-seqwrite"
+        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" "rados bench" "$rados_r4k_iops" "$fs_randread_cpu" "$rados_r4k_cpu" "$fs_randread_rss" - "fs-randread" "rados-seq-4k"
+        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" "rbd bench" "$lr4k" "$fs_randread_cpu" "$lr4k_cpu" "$fs_randread_rss" - "fs-randread" "rbd-read-rand-4k"
+        record $g "rand read 4 KiB QD16" IOPS "$fs_randread_v" rbd-fuse "$fuse_randread_v" "$fs_randread_cpu" "$fuse_randread_cpu" "$fs_randread_rss" 2 "fs-randread" "fuse-randread"
+        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" "rados bench" "$rados_w4k_iops" "$fs_randwrite_cpu" "$rados_w4k_cpu" "$fs_randwrite_rss" - "fs-randwrite" "rados-write-4k"
+        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" "rbd bench" "$lw4k" "$fs_randwrite_cpu" "$lw4k_cpu" "$fs_randwrite_rss" - "fs-randwrite" "rbd-write-rand-4k"
+        record $g "rand write 4 KiB QD16" IOPS "$fs_randwrite_v" rbd-fuse "$fuse_randwrite_v" "$fs_randwrite_cpu" "$fuse_randwrite_cpu" "$fs_randwrite_rss" 2 "fs-randwrite" "fuse-randwrite"
     }
 }
 
@@ -674,7 +692,7 @@ group_copy() {
         rm -f "$out"
         # Issue 17: every reader of an immutable snapshot at 1.5x rbd export.
         target=1.5
-        record copy "snapshot copy: $tool" MiB/s "$bw_tool" "rbd export" "$bw_exp" "$cpu_tool" "$cpu_exp" "$rss_tool" "$target"
+        record copy "snapshot copy: $tool" MiB/s "$bw_tool" "rbd export" "$bw_exp" "$cpu_tool" "$cpu_exp" "$rss_tool" "$target" "copy-$tool" "copy-export-$tool"
     done
     rm -f "$exp"
 }
@@ -708,6 +726,9 @@ group_diff() {
     step "diff-warm-up-$run" $((runtime * 10 + 600)) sh -c "rbd -c '$conf' export-diff --no-progress --from-snap '$snap' '$pool/$img@bench2' - >/dev/null"
     difffile=$mnt_rbdfs/.diff/$img/bench2/since-$snap
     for ((pair = 1; pair <= diff_pairs; pair++)); do
+        # Which side goes first alternates, so neither always follows
+        # the same step.
+        if ((pair % 2 == 0)); then diff_export_once; fi
         umount_rbdfs
         mount_rbdfs
         wait_file "$difffile"
@@ -720,18 +741,21 @@ group_diff() {
         fs_cpu+=("$CPU_GIB")
         rss_fs=$(calc 'max(float(sys.argv[1]), float(sys.argv[2]))' "$rss_fs" "$RSS_MIB")
         [[ $(stat -c %s "$work/diff-rbdfs") = "$diff_bytes" ]] || die "cp of $difffile: not $diff_bytes bytes"
-        rm -f "$work/diff-export"
-        drop_caches
-        timed "diff-export-$run" "$diff_bytes" cpu_step "diff-export-$run" $((runtime * 10 + 600)) \
-            rbd -c "$conf" export-diff --no-progress --from-snap "$snap" "$pool/$img@bench2" "$work/diff-export"
-        ex_bw+=("$BW")
-        ex_cpu+=("$(per_gib "$REF_CPU" "$diff_bytes")")
         rm -f "$work/diff-rbdfs"
+        if ((pair % 2 == 1)); then diff_export_once; fi
     done
     record diff "incremental copy (cp since-)" MiB/s "$(median "${fs_bw[@]}")" "rbd export-diff" "$(median "${ex_bw[@]}")" \
-        "$(median "${fs_cpu[@]}")" "$(median "${ex_cpu[@]}")" "$rss_fs" 1
+        "$(median "${fs_cpu[@]}")" "$(median "${ex_cpu[@]}")" "$rss_fs" 1 diff-rbdfs diff-export
     note "since-$snap: $diff_bytes bytes (rbd export-diff: $(stat -c %s "$work/diff-export") bytes); pairs (rbdfs/export-diff MiB/s): $(paste -d/ <(printf '%.0f\n' "${fs_bw[@]}") <(printf '%.0f\n' "${ex_bw[@]}") | paste -sd' ')"
     rm -f "$work/diff-rbdfs" "$work/diff-export"
+}
+diff_export_once() {   # one timed rbd export-diff of the pair, into ex_bw and ex_cpu
+    rm -f "$work/diff-export"
+    drop_caches
+    timed "diff-export-$run" "$diff_bytes" cpu_step "diff-export-$run" $((runtime * 10 + 600)) \
+        rbd -c "$conf" export-diff --no-progress --from-snap "$snap" "$pool/$img@bench2" "$work/diff-export"
+    ex_bw+=("$BW")
+    ex_cpu+=("$(per_gib "$REF_CPU" "$diff_bytes")")
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
@@ -784,9 +808,9 @@ PY
             ) || die "cannot parse $work/$name.json"
             meas_end "$bytes"
             if [[ $rw = write ]]; then
-                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_w4m_bw" "$CPU_GIB" "$rados_w4m_cpu" "$RSS_MIB" 0.9
+                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_w4m_bw" "$CPU_GIB" "$rados_w4m_cpu" "$RSS_MIB" 0.9 "streams-$rw-${kind// /-}" "rados-write-4m"
             else
-                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_r4m_bw" "$CPU_GIB" "$rados_r4m_cpu" "$RSS_MIB" 0.9
+                record streams "4 streams $rw 1 MiB QD4, $kind" MiB/s "$agg" "rados bench" "$rados_r4m_bw" "$CPU_GIB" "$rados_r4m_cpu" "$RSS_MIB" 0.9 "streams-$rw-${kind// /-}" "rados-seq-4m"
             fi
             note "4 streams $rw on $kind: ${bws//;/, }; every stream within 30 % of the mean: $fair"
         done
@@ -860,13 +884,13 @@ group_loop() {
     # shellcheck disable=SC2154 # lfs_* and lfuse_* are set by loop_side
     {
         local g=loop
-        record $g "loop seq read 1 MiB QD1" MiB/s "$lfs_seqread_v" rbd-fuse "$lfuse_seqread_v" "$lfs_seqread_cpu" "$lfuse_seqread_cpu" "$lfs_seqread_rss" 3
-        record $g "loop seq write 1 MiB QD1" MiB/s "$lfs_seqwrite_v" rbd-fuse "$lfuse_seqwrite_v" "$lfs_seqwrite_cpu" "$lfuse_seqwrite_cpu" "$lfs_seqwrite_rss" 3
-        record $g "loop rand read 4 KiB QD16" IOPS "$lfs_randread_v" rbd-fuse "$lfuse_randread_v" "$lfs_randread_cpu" "$lfuse_randread_cpu" "$lfs_randread_rss" 3
-        record $g "loop rand write 4 KiB QD16" IOPS "$lfs_randwrite_v" rbd-fuse "$lfuse_randwrite_v" "$lfs_randwrite_cpu" "$lfuse_randwrite_cpu" "$lfs_randwrite_rss" 3
+        record $g "loop seq read 1 MiB QD1" MiB/s "$lfs_seqread_v" rbd-fuse "$lfuse_seqread_v" "$lfs_seqread_cpu" "$lfuse_seqread_cpu" "$lfs_seqread_rss" 3 "lfs-seqread" "lfuse-seqread"
+        record $g "loop seq write 1 MiB QD1" MiB/s "$lfs_seqwrite_v" rbd-fuse "$lfuse_seqwrite_v" "$lfs_seqwrite_cpu" "$lfuse_seqwrite_cpu" "$lfs_seqwrite_rss" 3 "lfs-seqwrite" "lfuse-seqwrite"
+        record $g "loop rand read 4 KiB QD16" IOPS "$lfs_randread_v" rbd-fuse "$lfuse_randread_v" "$lfs_randread_cpu" "$lfuse_randread_cpu" "$lfs_randread_rss" 3 "lfs-randread" "lfuse-randread"
+        record $g "loop rand write 4 KiB QD16" IOPS "$lfs_randwrite_v" rbd-fuse "$lfuse_randwrite_v" "$lfs_randwrite_cpu" "$lfuse_randwrite_cpu" "$lfs_randwrite_rss" 3 "lfs-randwrite" "lfuse-randwrite"
         # A time: the ratio is rbd-fuse's time over rbdfs's (> 1: rbdfs faster).
         record $g "loop ext4: small files cp -a + sync (1/s)" 1/s "$(calc '1 / float(sys.argv[1])' "$lfs_ext4_v")" rbd-fuse \
-            "$(calc '1 / float(sys.argv[1])' "$lfuse_ext4_v")" "$lfs_ext4_cpu" "$lfuse_ext4_cpu" "$lfs_ext4_rss" 2
+            "$(calc '1 / float(sys.argv[1])' "$lfuse_ext4_v")" "$lfs_ext4_cpu" "$lfuse_ext4_cpu" "$lfs_ext4_rss" 2 ext4-copy-lfs ext4-copy-lfuse
     }
     note "ext4 copy of the small-file tree + sync: rbdfs $(printf %.2f "$lfs_ext4_v") s, rbd-fuse $(printf %.2f "$lfuse_ext4_v") s"
 }
@@ -894,18 +918,39 @@ done
 load_end=$(load)
 
 # ------------------------------------------------------------------ table
-table=$(python3 - "$results" "$cache_mib" <<'PY'
-import math, statistics, sys
+table=$(python3 - "$results" "$cache_mib" "$machine_log" "$clk_tck" "$(nproc)" <<'PY'
+import math, re, statistics, sys
+# Machine CPU per measured step and run: [(seconds, busy CPU-seconds)].
+machine = {}
+for line in open(sys.argv[3]):
+    run, name, t0, t1, c0, c1 = line.rstrip("\n").split("\t")
+    busy = (int(c1.split(",")[0]) - int(c0.split(",")[0])) / int(sys.argv[4])
+    machine.setdefault((run, re.sub(r"-%s$" % re.escape(run), "", name)), []).append((float(t1) - float(t0), busy))
+ncpu = int(sys.argv[5])
+def side(run, step, rate):
+    """Busy % of the machine and busy CPU-seconds per unit moved (MiB, op,
+    copy) in one side's step (the median over its timed repeats)."""
+    v = machine.get((run, step))
+    if not v or rate <= 0:
+        return None
+    secs = statistics.median(x[0] for x in v)
+    busy = statistics.median(x[1] for x in v)
+    return 100 * busy / secs / ncpu, busy / (rate * secs)
 rows, order = {}, []
 for line in open(sys.argv[1]):
-    run, group, job, unit, me, ref, rv, cpu, rcpu, rss, target = line.rstrip("\n").split("\t")
+    run, group, job, unit, me, ref, rv, cpu, rcpu, rss, target, fs_step, ref_step = line.rstrip("\n").split("\t")
     key = (group, job, ref)
     if key not in rows:
-        rows[key] = dict(unit=unit, target=target, me=[], rv=[], ratio=[], cpu=[], rcpu=[], rss=[])
+        rows[key] = dict(unit=unit, target=target, me=[], rv=[], ratio=[], cpu=[], rcpu=[], rss=[], bound=[])
         order.append(key)
     r = rows[key]
     me, rv = float(me), float(rv)
     r["me"].append(me); r["rv"].append(rv)
+    a, b = side(run, fs_step, me), side(run, ref_step, rv)
+    if a and b and rv > 0:
+        # The ratio rbdfs would reach at its CPU cost per unit if it kept
+        # every CPU busy, against the reference's measured rate.
+        r["bound"].append((a[0], b[0], a[1], b[1], ncpu / a[1] / rv))
     # Judged on the ratios as shown (2 decimals).
     r["ratio"].append(round(me / rv, 2) if rv else math.nan)
     r["cpu"].append(float(cpu)); r["rcpu"].append(float(rcpu)); r["rss"].append(float(rss))
@@ -931,6 +976,30 @@ cache = int(sys.argv[2])
 print()
 print(f"rbdfs peak RSS over all jobs: {peak:.0f} MiB with cache_size={cache} MiB; target ≤ {cache + 48} MiB: "
       + ("met" if peak <= cache + 48 else "**missed**") + ".")
+print()
+print("What bounds each ratio that has a target (machine CPU, all processes, medians over the runs; "
+      "CPU per unit: busy CPU-seconds of the whole machine per MiB, op or copy; CPU bound: the ratio "
+      "rbdfs would reach at its CPU per unit with every CPU busy, against the reference's measured rate):")
+print()
+print("| job | reference | machine busy % rbdfs / ref. | CPU per unit rbdfs / ref. | ratio median | CPU bound | target | what bounds it |")
+print("|---|---|---:|---:|---:|---:|---|---|")
+for key in order:
+    g, job, ref = key
+    r = rows[key]
+    if r["target"] == "-" or not r["bound"]:
+        continue
+    t = float(r["target"])
+    m = [med(x[i] for x in r["bound"]) for i in range(5)]
+    ratio = med(r["ratio"])
+    if min(r["ratio"]) >= t:
+        why = "met"
+    elif m[4] < t:
+        why = "CPU: the target needs less CPU per unit"
+    else:
+        why = "not the CPUs: waiting (depth, latency)"
+    scale, label = {"MiB/s": (1024, "s/GiB"), "IOPS": (1e6, "µs/op")}.get(r["unit"], (1, "s/copy"))
+    print(f"| {job} | {ref} | {m[0]:.0f} / {m[1]:.0f} | {m[2] * scale:.3g} / {m[3] * scale:.3g} {label} | "
+          f"{ratio:.2f} | {m[4]:.2f} | ≥ {t:g} | {why} |")
 PY
 )
 
