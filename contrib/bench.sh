@@ -28,7 +28,11 @@
 # For every rbdfs job the table also gives rbdfs's CPU (user+system, from
 # /proc/PID/stat) per GiB moved and its peak RSS (VmRSS sampled every 0.2 s
 # during the job), and the reference's CPU per GiB (its process's own, by
-# /usr/bin/time, or /proc/PID/stat for rbd-fuse).
+# /usr/bin/time, or /proc/PID/stat for rbd-fuse). Two more tables follow:
+# for each measured step, how busy the whole machine was and how much CPU
+# the hypervisor stole (from /proc/stat); and for each ratio with a
+# target, each side's machine CPU per GiB and the ratio rbdfs would reach
+# at its CPU cost with every CPU busy (below the target: CPU-bound here).
 #
 #   contrib/bench.sh [--size 2G] [--runtime 30] [--cache-mib 64] [--format 1|2]
 #                    [--repeat N] [--only fio,copy,diff,streams,loop]
