@@ -34,6 +34,14 @@ pub struct ObjectExtent {
     pub buf_offset: u64,
 }
 
+impl ObjectExtent {
+    /// The piece runs to its object's end: a sequential reader is done
+    /// with that object.
+    pub fn reaches_object_end(&self, object_size: u64) -> bool {
+        self.offset + self.len >= object_size
+    }
+}
+
 impl Layout {
     /// The layout of an image without fancy striping.
     pub fn plain(order: u8) -> Layout {

@@ -474,7 +474,7 @@ impl ImageState {
         let done: Vec<Key> = layout
             .map(offset, len)
             .iter()
-            .filter(|e| e.offset + e.len >= layout.object_size)
+            .filter(|e| e.reaches_object_end(layout.object_size))
             .map(|e| self.key(snap, e.object_no))
             .collect();
         if !done.is_empty() {

@@ -219,7 +219,9 @@ impl Image {
                 let bytes = self
                     .cache
                     .read_shared(plan.to.id, e.object_no, e.offset, e.len)?;
-                self.done_with_diff_objects(&info, plan, offset, len);
+                if e.reaches_object_end(layout.object_size) {
+                    self.cache.done_with(plan.to.id, e.object_no);
+                }
                 ReadData::Cached(bytes)
             }
             None => {
@@ -264,7 +266,7 @@ impl Image {
     /// read ahead.
     fn done_with_diff_objects(&self, info: &ImageInfo, plan: &DiffPlan, offset: u64, len: u64) {
         for e in info.layout.map(offset, len) {
-            if e.offset + e.len >= info.layout.object_size {
+            if e.reaches_object_end(info.layout.object_size) {
                 self.cache.done_with(plan.to.id, e.object_no);
             }
         }
