@@ -282,9 +282,8 @@ fn fuse_config(cfg: &MountConfig) -> Config {
     let mut config = Config::default();
     config.mount_options = options;
     config.acl = cfg.acl;
-    // Enough threads that queued direct I/O (fio QD16, a VM's disk) keeps
-    // RADOS busy: each thread waits on one object operation at a time.
-    config.n_threads = Some(16);
+    // Requests that wait on RADOS are handed to FuseFs's own threads.
+    config.n_threads = Some(crate::fs::FUSE_THREADS);
     config.clone_fd = true;
     config
 }

@@ -4,7 +4,9 @@
 //! outcomes (ENOENT, EEXIST, ENOSPC, EROFS...), warn for the rest.
 
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -13,7 +15,8 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use log::{debug, warn};
+use log::{debug, error, warn};
+use parking_lot::Mutex;
 
 use super::{Attr, Errno, FileKind, MultiFs, Opened, Xattr};
 
@@ -21,24 +24,113 @@ use super::{Attr, Errno, FileKind, MultiFs, Opened, Xattr};
 /// other clients resize images and take snapshots.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Threads that read requests from the kernel. Few, because each holds a
+/// request buffer as big as the largest write (1 MiB), touched by the
+/// first big write it receives: 16 of them held 16 MiB of the process.
+pub const FUSE_THREADS: usize = 4;
+
+/// Threads that serve the requests that wait on RADOS for as long as an
+/// object operation takes (reads, flush, fsync, fallocate), handed over by
+/// the FUSE threads. Enough that queued direct I/O (fio QD16, a VM's disk)
+/// keeps RADOS busy: each waits on one operation at a time. They need no
+/// request buffer: a read's reply comes from the cache.
+const WAITING_THREADS: usize = 16;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The waiting threads and the queue they take jobs from.
+struct WaitingThreads {
+    /// `None` once finished.
+    jobs: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WaitingThreads {
+    fn new(n: usize) -> WaitingThreads {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads = (0..n)
+            .filter_map(|i| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("fuse-wait-{i}"))
+                    .spawn(move || serve_jobs(&queue))
+                    .map_err(|e| warn!("cannot start a request thread: {e}"))
+                    .ok()
+            })
+            .collect();
+        WaitingThreads {
+            jobs: Some(jobs),
+            threads,
+        }
+    }
+
+    /// Runs `job` on a waiting thread, or here if there is none.
+    fn run(&self, job: Job) {
+        let job = match &self.jobs {
+            Some(jobs) if !self.threads.is_empty() => match jobs.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            _ => job,
+        };
+        job();
+    }
+
+    /// Waits for the jobs handed over so far; later ones run in the caller.
+    fn finish(&mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A waiting thread: runs jobs until the queue closes. A panic fails its
+/// request with EIO (the reply's drop) and leaves the thread serving.
+fn serve_jobs(queue: &Mutex<mpsc::Receiver<Job>>) {
+    loop {
+        let job = queue.lock().recv();
+        let Ok(job) = job else { return };
+        if catch_unwind(AssertUnwindSafe(job)).is_err() {
+            error!("a request panicked; it failed with EIO");
+        }
+    }
+}
+
 /// [`MultiFs`] (one or more pools' [`super::RbdFs`]) served over FUSE.
 pub struct FuseFs {
     fs: Arc<MultiFs>,
+    waiting: WaitingThreads,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<MultiFs>) -> FuseFs {
-        FuseFs { fs }
+        FuseFs {
+            fs,
+            waiting: WaitingThreads::new(WAITING_THREADS),
+        }
     }
 
     pub fn fs(&self) -> &MultiFs {
         &self.fs
     }
+
+    /// Runs `job` on a waiting thread, so that the FUSE thread goes back
+    /// to the kernel for the next request.
+    fn off_thread(&self, job: impl FnOnce(&MultiFs) + Send + 'static) {
+        let fs = self.fs.clone();
+        self.waiting.run(Box::new(move || job(&fs)));
+    }
 }
 
 /// The one place errors are logged; gives fuser's errno for the reply.
 fn fail(req: &Request, op: &str, ino: u64, e: Errno) -> fuser::Errno {
-    let unique = req.unique().0;
+    fail_request(req.unique().0, op, ino, e)
+}
+
+/// [`fail`] for a request served off the FUSE thread, by its id.
+fn fail_request(unique: u64, op: &str, ino: u64, e: Errno) -> fuser::Errno {
     if e.is_expected() {
         debug!("{op} (request {unique}, inode {ino}): {e}");
     } else {
@@ -83,9 +175,13 @@ fn fopen_flags(o: &Opened) -> FopenFlags {
 }
 
 fn reply_empty(req: &Request, op: &str, ino: INodeNo, reply: ReplyEmpty, r: Result<(), Errno>) {
+    reply_done(req.unique().0, op, ino, reply, r)
+}
+
+fn reply_done(unique: u64, op: &str, ino: INodeNo, reply: ReplyEmpty, r: Result<(), Errno>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(fail(req, op, ino.0, e)),
+        Err(e) => reply.error(fail_request(unique, op, ino.0, e)),
     }
 }
 
@@ -176,10 +272,11 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read_data(fh.0, offset, size) {
+        let unique = req.unique().0;
+        self.off_thread(move |fs| match fs.read_data(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(fail(req, "read", ino.0, e)),
-        }
+            Err(e) => reply.error(fail_request(unique, "read", ino.0, e)),
+        });
     }
 
     fn write(
@@ -208,7 +305,8 @@ impl Filesystem for FuseFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply_empty(req, "flush", ino, reply, self.fs.flush(fh.0));
+        let unique = req.unique().0;
+        self.off_thread(move |fs| reply_done(unique, "flush", ino, reply, fs.flush(fh.0)));
     }
 
     fn fsync(
@@ -219,7 +317,10 @@ impl Filesystem for FuseFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(req, "fsync", ino, reply, self.fs.fsync(fh.0, datasync));
+        let unique = req.unique().0;
+        self.off_thread(move |fs| {
+            reply_done(unique, "fsync", ino, reply, fs.fsync(fh.0, datasync))
+        });
     }
 
     fn release(
@@ -350,8 +451,11 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let r = self.fs.fallocate(fh.0, offset, length, mode);
-        reply_empty(req, "fallocate", ino, reply, r);
+        let unique = req.unique().0;
+        self.off_thread(move |fs| {
+            let r = fs.fallocate(fh.0, offset, length, mode);
+            reply_done(unique, "fallocate", ino, reply, r)
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -393,6 +497,60 @@ impl Filesystem for FuseFs {
     }
 
     fn destroy(&mut self) {
+        // Requests handed over finish first: the image may not be closed
+        // under a flush.
+        self.waiting.finish();
         self.fs.destroy();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    use super::WaitingThreads;
+
+    #[test]
+    fn jobs_run_at_once_on_different_threads() {
+        let mut waiting = WaitingThreads::new(4);
+        // Each job waits for all four: only passes if four run at once.
+        let all = Arc::new(Barrier::new(4));
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..4 {
+            let (all, done) = (all.clone(), done.clone());
+            waiting.run(Box::new(move || {
+                all.wait();
+                done.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        waiting.finish();
+        assert_eq!(done.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_its_thread_serving() {
+        let mut waiting = WaitingThreads::new(1);
+        let done = Arc::new(AtomicUsize::new(0));
+        waiting.run(Box::new(|| panic!("a bug in one request")));
+        let d = done.clone();
+        waiting.run(Box::new(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        }));
+        waiting.finish();
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn after_finish_jobs_run_in_the_caller() {
+        let mut waiting = WaitingThreads::new(2);
+        waiting.finish();
+        let caller = std::thread::current().id();
+        let ran_on = Arc::new(parking_lot::Mutex::new(None));
+        let r = ran_on.clone();
+        waiting.run(Box::new(move || {
+            *r.lock() = Some(std::thread::current().id())
+        }));
+        assert_eq!(*ran_on.lock(), Some(caller));
     }
 }

@@ -38,7 +38,7 @@ use std::time::SystemTime;
 use parking_lot::Mutex;
 
 pub use self::errno::Errno;
-pub use self::fuse::FuseFs;
+pub use self::fuse::{FUSE_THREADS, FuseFs};
 use self::handles::Handle;
 use self::inodes::Inodes;
 pub use self::names::{
