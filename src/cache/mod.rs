@@ -69,6 +69,8 @@ mod tests;
 mod workers;
 mod write;
 
+pub use allocator::RecyclingAllocator;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -268,6 +270,8 @@ struct FlusherState {
 
 /// What every image of a mount shares.
 struct Shared {
+    /// The budget's capacity (bytes).
+    capacity: u64,
     max_dirty: u64,
     max_age: Duration,
     max_window: u64,
@@ -382,6 +386,7 @@ impl Cache {
     pub fn new(config: CacheConfig) -> Arc<Cache> {
         allocator::limit_arenas();
         let shared = Arc::new(Shared {
+            capacity: config.capacity,
             max_dirty: config.dirty_limit(),
             max_age: config.max_dirty_age,
             max_window: config.prefetch_limit(),

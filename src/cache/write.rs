@@ -63,8 +63,8 @@ pub(super) fn object_len(layout: &Layout, size: u64, object_no: u64) -> u64 {
 
 /// Writes back dirty data that is old enough, or all of it under pressure.
 pub(super) fn flusher(shared: Arc<Shared>) {
-    let tick = (shared.max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
-    let mut trimmed = (Instant::now(), 0);
+    let tick = (shared.max_age / 4).clamp(Duration::from_millis(5), allocator::TRIM_EVERY);
+    let mut trimmer = allocator::Trimmer::new();
     loop {
         let pressure = {
             let mut f = shared.flusher.lock();
@@ -87,12 +87,11 @@ pub(super) fn flusher(shared: Arc<Shared>) {
             image.queue_due(now, pressure);
         }
         // Give memory freed by the churn of big buffers back to the system
-        // (see `allocator`), at most every TRIM_EVERY and only after I/O.
-        let activity = shared.counters.activity();
-        if activity != trimmed.1 && trimmed.0.elapsed() >= allocator::TRIM_EVERY {
-            allocator::trim();
-            trimmed = (Instant::now(), activity);
-        }
+        // (see `allocator`).
+        trimmer.tick(
+            shared.counters.activity(),
+            shared.capacity + allocator::TRIM_ABOVE_BUDGET,
+        );
     }
 }
 
