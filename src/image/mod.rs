@@ -242,12 +242,7 @@ impl Image {
             // object_map_resize changed the map under our in-memory copy.
             lock.reload_object_map()?;
         }
-        drop(owned);
-        self.cache.invalidate();
-        self.forget_allocation();
-        self.store_image.notify_header_update();
-        self.refresh()?;
-        result
+        self.finish_rewrite(owned, result)
     }
 
     /// Grows the head to `end` bytes if it is smaller, as `rbd resize`
@@ -526,6 +521,23 @@ impl Image {
                 reason: "the CephX user may not write this pool".into(),
             })
         }
+    }
+
+    /// The end of an operation that rewrote data objects and the header
+    /// (resize, rollback, flatten): the header turn given up, what the
+    /// cache and the allocation map held dropped, other clients told, the
+    /// header reloaded; then the operation's own `result`.
+    fn finish_rewrite<T>(
+        &self,
+        owned: Option<(parking_lot::RwLockReadGuard<'_, ()>, bool)>,
+        result: ImageResult<T>,
+    ) -> ImageResult<T> {
+        drop(owned);
+        self.cache.invalidate();
+        self.forget_allocation();
+        self.store_image.notify_header_update();
+        self.refresh()?;
+        result
     }
 
     /// Only the exclusive lock's owner changes the header (snapshots,

@@ -174,12 +174,7 @@ impl Image {
         {
             warn!("image {}: reloading the object map: {e}", self.name());
         }
-        drop(owned);
-        self.cache.invalidate();
-        self.forget_allocation();
-        self.store_image.notify_header_update();
-        self.refresh()?;
-        result
+        self.finish_rewrite(owned, result)
     }
 
     /// Flattens a clone as `rbd flatten` does: every object the parent
@@ -226,12 +221,7 @@ impl Image {
             let info = self.refresh()?;
             result = admin::detach_parent(&*self.store_image.store, &info, self.name());
         }
-        drop(owned);
-        self.cache.invalidate();
-        self.forget_allocation();
-        self.store_image.notify_header_update();
-        self.refresh()?;
-        result
+        self.finish_rewrite(owned, result)
     }
 
     /// Whether snapshot `snap` is protected (not unprotected: an
