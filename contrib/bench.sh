@@ -254,6 +254,8 @@ machine_log=$work/machine.tsv   # one line per step: run, name, times, machine a
 : >"$results"
 : >"$notes"
 : >"$machine_log"
+cpu_split_log=$work/cpu-split.tsv   # one line per rbdfs measurement: run, step, user and system s/GiB
+: >"$cpu_split_log"
 
 # Runs a step with a timeout; its output goes to $work/NAME.log, shown on failure.
 # In the background and waited for: bash runs a trap only once the
@@ -262,7 +264,7 @@ machine_log=$work/machine.tsv   # one line per step: run, name, times, machine a
 # Each step also appends to $machine_log how busy the whole machine was
 # meanwhile (all processes: the OSD, the client, the tool), for the
 # report's machine CPU table.
-step_pid=
+step_pid='' last_step=''
 step() {
     local name=$1 t=$2 t0 c0 o0
     shift 2
@@ -276,6 +278,7 @@ step() {
         exit 1
     fi
     step_pid=
+    last_step=$name
     echo "$run	$name	$t0	$(now)	$c0	$(cpu_jiffies)	$o0	$(osd_jiffies)" >>"$machine_log"
 }
 
@@ -348,20 +351,20 @@ parse() {  # STEP PYTHON [ARGS]: PYTHON gets $work/STEP as argv[1], prints "MiB/
 }
 
 # ------------------------------------------------- per-job CPU and memory
-# CPU seconds (user+system, all threads) a process has used so far.
+# CPU seconds (all threads) a process has used so far: "user system".
 proc_cpu() {
     # Fields after the ")" of the command name: utime is the 12th, stime the 13th.
     local s
     s=$(cat "/proc/$1/stat") || die "process $1 is gone"
     s=${s##*) }
-    awk -v t="$clk_tck" '{print ($12 + $13) / t}' <<<"$s"
+    awk -v t="$clk_tck" '{print $12 / t, $13 / t}' <<<"$s"
 }
 
 # meas_begin PID ... meas_end BYTES: the process's CPU seconds per GiB
 # moved in between (CPU_GIB) and, sampled every 0.2 s, its peak RSS in MiB
 # (RSS_MIB). VmHWM cannot be reset between jobs, so it would only give the
 # peak of the whole mount.
-meas_pid='' meas_cpu0='' CPU_GIB='' RSS_MIB=''
+meas_pid='' meas_cpu0='' CPU_GIB='' CPU_USER_GIB='' CPU_SYS_GIB='' RSS_MIB=''
 meas_begin() {
     meas_pid=$1
     meas_cpu0=$(proc_cpu "$meas_pid")
@@ -383,7 +386,15 @@ meas_end() {
     kill "$sampler_pid" 2>/dev/null || true
     wait "$sampler_pid" 2>/dev/null || true
     sampler_pid=
-    CPU_GIB=$(calc '(float(sys.argv[2]) - float(sys.argv[1])) / (int(sys.argv[3]) / 2**30)' "$meas_cpu0" "$cpu1" "$1")
+    # User and system CPU apart too: the system part is the kernel's work
+    # in the daemon's threads: FUSE (copying request and reply pages), the
+    # sockets to the OSDs, page faults.
+    read -r CPU_GIB CPU_USER_GIB CPU_SYS_GIB < <(python3 -c 'import sys
+u0, s0 = map(float, sys.argv[1].split())
+u1, s1 = map(float, sys.argv[2].split())
+gib = int(sys.argv[3]) / 2**30
+print((u1 - u0 + s1 - s0) / gib, (u1 - u0) / gib, (s1 - s0) / gib)' "$meas_cpu0" "$cpu1" "$1")
+    echo "$run	$last_step	$CPU_USER_GIB	$CPU_SYS_GIB" >>"$cpu_split_log"
     RSS_MIB=$(calc 'int(sys.argv[1]) / 1024' "$(cat "$work/rss.max")")
 }
 
@@ -1115,6 +1126,27 @@ for base in order:
 PY
 )
 
+# User and system CPU per GiB of the measured FUSE daemon (rbdfs's, or
+# rbd-fuse's in its steps), medians over the runs.
+split_table=$(python3 - "$cpu_split_log" <<'PY'
+import re, statistics, sys
+steps, order = {}, []
+for line in open(sys.argv[1]):
+    run, name, user, system = line.rstrip("\n").split("\t")
+    base = re.sub(r"-%s$" % re.escape(run), "", name)
+    if base not in steps:
+        steps[base] = []
+        order.append(base)
+    steps[base].append((float(user), float(system)))
+med = statistics.median
+print("| step | user s/GiB | system s/GiB | system share |")
+print("|---|---:|---:|---:|")
+for base in order:
+    u, s = med(x[0] for x in steps[base]), med(x[1] for x in steps[base])
+    print(f"| {base} | {u:.2f} | {s:.2f} | {100 * s / (u + s) if u + s else 0:.0f} % |")
+PY
+)
+
 report=$(
     echo "$machine"
     echo "- load average (1/5/15 min): $load_start at the start, $load_end at the end; the run took $(((SECONDS + 30) / 60)) min"
@@ -1135,6 +1167,12 @@ report=$(
     echo "and reference sides both near 100 % busy means the machine's CPUs, not waiting, set both rates):"
     echo
     echo "$machine_table"
+    echo
+    echo "The FUSE daemon's CPU per GiB moved, user and system apart (medians over the runs; steps named"
+    echo "*fuse* are rbd-fuse's, the others rbdfs's; system time is the kernel's work in the daemon's"
+    echo "threads: FUSE request and reply pages, the sockets to the OSDs, page faults):"
+    echo
+    echo "$split_table"
 )
 echo "$report"
 [[ -z $out_file ]] || echo "$report" >"$out_file"
