@@ -1102,7 +1102,7 @@ import re, statistics, sys
 setup = re.compile(r"^(create|prefill|cluster|rados-cleanup|snap-create|snap-warm-up|diff-writes|diff-warm-up)-")
 steps, order = {}, []
 for line in open(sys.argv[1]):
-    run, name, t0, t1, c0, c1, *_ = line.rstrip("\n").split("\t")
+    run, name, t0, t1, c0, c1, *osd = line.rstrip("\n").split("\t")
     if setup.match(name):
         continue
     base = re.sub(r"-%s$" % re.escape(run), "", name)
@@ -1115,14 +1115,19 @@ for line in open(sys.argv[1]):
     if base not in steps:
         steps[base] = []
         order.append(base)
+    osd_cpus = (int(osd[1]) - int(osd[0])) / int(sys.argv[2]) / secs if len(osd) == 2 else None
     steps[base].append((secs, 100 * (b1 - b0) / total, 100 * (s1 - s0) / total,
-                        (b1 - b0) / int(sys.argv[2]) / secs))
+                        (b1 - b0) / int(sys.argv[2]) / secs, osd_cpus))
 med = statistics.median
-print(f"| step | seconds | machine busy % | stolen % | busy CPUs (of {sys.argv[3]}) |")
-print("|---|---:|---:|---:|---:|")
+def mid(values):
+    values = [v for v in values if v is not None]
+    return f"{med(values):.2f}" if values else "-"
+print(f"| step | seconds | machine busy % | stolen % | busy CPUs (of {sys.argv[3]}) | of them the OSDs |")
+print("|---|---:|---:|---:|---:|---:|")
 for base in order:
     v = steps[base]
-    print(f"| {base} | {med(x[0] for x in v):.1f} | {med(x[1] for x in v):.0f} | {med(x[2] for x in v):.0f} | {med(x[3] for x in v):.2f} |")
+    print(f"| {base} | {med(x[0] for x in v):.1f} | {med(x[1] for x in v):.0f} | {med(x[2] for x in v):.0f} | "
+          f"{med(x[3] for x in v):.2f} | {mid(x[4] for x in v)} |")
 PY
 )
 
