@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::process::Output;
 use std::sync::{Arc, OnceLock};
 
 use common::json::Json;
@@ -48,20 +49,20 @@ fn info_json(cluster: &Cluster, name: &str) -> Json {
     Json::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn rados_ls(cluster: &Cluster, pool: &str) -> BTreeSet<String> {
-    let out = cluster.rados(&["-p", pool, "ls"]);
+/// A CLI's stdout, one entry a line.
+fn stdout_lines(out: &Output) -> BTreeSet<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
         .collect()
 }
 
+fn rados_ls(cluster: &Cluster, pool: &str) -> BTreeSet<String> {
+    stdout_lines(&cluster.rados(&["-p", pool, "ls"]))
+}
+
 fn omap_keys(cluster: &Cluster, oid: &str) -> BTreeSet<String> {
-    let out = cluster.rados(&["listomapkeys", oid]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    stdout_lines(&cluster.rados(&["listomapkeys", oid]))
 }
 
 fn pool_id(cluster: &Cluster, pool: &str) -> i64 {
@@ -85,6 +86,29 @@ fn errno_of<T: std::fmt::Debug>(r: Result<T, ImageError>) -> i32 {
 
 fn image_id(cluster: &Cluster, name: &str) -> String {
     info_json(cluster, name).at("id").str().to_string()
+}
+
+fn block_name_prefix(cluster: &Cluster, name: &str) -> String {
+    info_json(cluster, name)
+        .at("block_name_prefix")
+        .str()
+        .to_string()
+}
+
+/// `rbd bench --io-type write` on `name`: data written by librbd.
+fn rbd_bench_write(cluster: &Cluster, name: &str, io_size: &str, io_total: &str, pattern: &str) {
+    cluster.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        io_size,
+        "--io-total",
+        io_total,
+        "--io-pattern",
+        pattern,
+        &spec(name),
+    ]);
 }
 
 /// `rbd import` of `data` as a new image `name` (format 2 unless `extra`
@@ -123,6 +147,54 @@ fn object_map_check(cluster: &Cluster, name: &str) {
     );
 }
 
+/// Options for a format-1 image (defaults otherwise).
+fn v1_options() -> CreateOptions {
+    CreateOptions {
+        format: 1,
+        ..Default::default()
+    }
+}
+
+fn with_order(order: u8) -> CreateOptions {
+    CreateOptions {
+        order,
+        ..Default::default()
+    }
+}
+
+fn with_features(features: u64) -> CreateOptions {
+    CreateOptions {
+        features: Some(features),
+        ..Default::default()
+    }
+}
+
+fn striped(stripe_unit: u64, stripe_count: u64) -> CreateOptions {
+    CreateOptions {
+        stripe_unit: Some(stripe_unit),
+        stripe_count: Some(stripe_count),
+        ..Default::default()
+    }
+}
+
+fn with_data_pool(pool_id: i64) -> CreateOptions {
+    CreateOptions {
+        data_pool: Some(pool_id),
+        ..Default::default()
+    }
+}
+
+/// Takes the image's exclusive lock on `header_oid` as librbd does.
+fn lock_exclusive(s: &RadosPool, header_oid: &str, cookie: &str) -> StoreResult<Vec<u8>> {
+    let op = LockOp::rbd_exclusive(cookie).encode();
+    s.exec(header_oid, LOCK_CLASS, "lock", &op)
+}
+
+fn unlock_exclusive(s: &RadosPool, header_oid: &str, cookie: &str) -> StoreResult<Vec<u8>> {
+    let input = unlock_input(RBD_LOCK_NAME, cookie);
+    s.exec(header_oid, LOCK_CLASS, "unlock", &input)
+}
+
 /// Holds the image's exclusive lock (as librbd takes it) for `f` when the
 /// image has the feature; released afterwards, also on panic.
 fn with_lock<T>(s: &RadosPool, name: &str, f: impl FnOnce() -> T) -> T {
@@ -133,22 +205,11 @@ fn with_lock<T>(s: &RadosPool, name: &str, f: impl FnOnce() -> T) -> T {
     struct Unlock<'a>(&'a RadosPool, String, String);
     impl Drop for Unlock<'_> {
         fn drop(&mut self) {
-            let _ = self.0.exec(
-                &self.1,
-                LOCK_CLASS,
-                "unlock",
-                &unlock_input(RBD_LOCK_NAME, &self.2),
-            );
+            let _ = unlock_exclusive(self.0, &self.1, &self.2);
         }
     }
     let cookie = rbd_lock_cookie(0x5eed);
-    s.exec(
-        &info.header_oid,
-        LOCK_CLASS,
-        "lock",
-        &LockOp::rbd_exclusive(&cookie).encode(),
-    )
-    .expect("take the exclusive lock");
+    lock_exclusive(s, &info.header_oid, &cookie).expect("take the exclusive lock");
     let _unlock = Unlock(s, info.header_oid.clone(), cookie);
     f()
 }
@@ -182,6 +243,14 @@ struct FailingStore {
 }
 
 impl FailingStore {
+    fn new(inner: &Arc<RadosPool>, fail: String) -> FailingStore {
+        FailingStore {
+            inner: inner.clone(),
+            fail,
+            ids: Mutex::new(Vec::new()),
+        }
+    }
+
     fn eio(&self, op: &'static str, oid: &str) -> StoreError {
         StoreError::Errno {
             op,
@@ -341,18 +410,7 @@ fn create_v2_defaults_look_like_rbd_create() {
     assert_eq!(v2::decode_id_object(&raw).unwrap(), id);
 
     // librbd can use it: write, read back, object map consistent.
-    cluster.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "64K",
-        "--io-total",
-        "2M",
-        "--io-pattern",
-        "rand",
-        &spec(&ours),
-    ]);
+    rbd_bench_write(&cluster, &ours, "64K", "2M", "rand");
     object_map_check(&cluster, &ours);
     assert_eq!(cluster.export(&ours).len() as u64, size);
 }
@@ -366,43 +424,29 @@ fn create_v2_options_look_like_rbd_create() {
         (
             CreateOptions {
                 order: 20,
-                features: Some(v2::FEATURE_LAYERING),
-                ..Default::default()
+                ..with_features(v2::FEATURE_LAYERING)
             },
             vec!["--order", "20", "--image-feature", "layering"],
         ),
         (
             // librbd adds fast-diff to object-map.
-            CreateOptions {
-                features: Some(0x0d),
-                ..Default::default()
-            },
+            with_features(0x0d),
             vec!["--image-feature", "layering,exclusive-lock,object-map"],
         ),
         (
-            CreateOptions {
-                stripe_unit: Some(64 << 10),
-                stripe_count: Some(4),
-                ..Default::default()
-            },
+            striped(64 << 10, 4),
             vec!["--stripe-unit", "65536", "--stripe-count", "4"],
         ),
         (
             // Stripe unit = object size, count 1: not striped.
-            CreateOptions {
-                stripe_unit: Some(4 * MIB),
-                stripe_count: Some(1),
-                ..Default::default()
-            },
+            striped(4 * MIB, 1),
             vec!["--stripe-unit", "4194304", "--stripe-count", "1"],
         ),
         (
             CreateOptions {
                 order: 16,
-                stripe_unit: Some(16 << 10),
-                stripe_count: Some(3),
                 features: Some(v2::FEATURE_LAYERING | FEATURE_EXCLUSIVE_LOCK),
-                ..Default::default()
+                ..striped(16 << 10, 3)
             },
             vec![
                 "--order",
@@ -415,19 +459,10 @@ fn create_v2_options_look_like_rbd_create() {
                 "layering,exclusive-lock",
             ],
         ),
-        (
-            CreateOptions {
-                data_pool: Some(data_pool),
-                ..Default::default()
-            },
-            vec!["--data-pool", DATA_POOL],
-        ),
+        (with_data_pool(data_pool), vec!["--data-pool", DATA_POOL]),
         (
             // The image's own pool as data pool is no data pool.
-            CreateOptions {
-                data_pool: Some(s.pool_id()),
-                ..Default::default()
-            },
+            with_data_pool(s.pool_id()),
             vec![],
         ),
     ];
@@ -456,11 +491,11 @@ fn create_v2_options_look_like_rbd_create() {
             _ => format!("rbd_data.{id}"),
         };
         assert_eq!(info.at("block_name_prefix").str(), prefix);
-        if info
+        let has_object_map = info
             .at("features")
             .strs()
-            .contains(&"object-map".to_string())
-        {
+            .contains(&"object-map".to_string());
+        if has_object_map {
             let their_id = image_id(&cluster, &theirs);
             assert_eq!(
                 cluster.get_object(&format!("rbd_object_map.{id}")),
@@ -468,16 +503,8 @@ fn create_v2_options_look_like_rbd_create() {
                 "object maps"
             );
         }
-        let mut bench = vec!["bench", "--io-type", "write", "--io-total", "1M"];
-        bench.extend(["--io-size", "16K", "--io-pattern", "rand"]);
-        let our_spec = spec(&ours);
-        bench.push(&our_spec);
-        cluster.rbd(&bench);
-        if info
-            .at("features")
-            .strs()
-            .contains(&"object-map".to_string())
-        {
+        rbd_bench_write(&cluster, &ours, "16K", "1M", "rand");
+        if has_object_map {
             object_map_check(&cluster, &ours);
         }
         if opts.data_pool.is_some_and(|p| p != s.pool_id()) {
@@ -497,9 +524,8 @@ fn create_v1_looks_like_rbd_create() {
     let theirs = scratch.name("adm-c1r");
     let size = 5 * MIB + 4096;
     let opts = CreateOptions {
-        format: 1,
         order: 20,
-        ..Default::default()
+        ..v1_options()
     };
     create_image(&*s, &ours, size, &opts).unwrap();
     cluster.rbd(&[
@@ -537,16 +563,8 @@ fn create_v1_looks_like_rbd_create() {
     assert_eq!(ha, hb);
     assert!(cluster.ls().contains(&ours));
 
-    cluster.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "64K",
-        "--io-total",
-        "1M",
-        &spec(&ours),
-    ]);
+    // (seq: rbd bench's default pattern.)
+    rbd_bench_write(&cluster, &ours, "64K", "1M", "seq");
     assert_eq!(cluster.export(&ours).len() as u64, size);
 }
 
@@ -558,10 +576,7 @@ fn create_refusals() {
     let v1name = scratch.name("adm-ce1");
     let fresh = scratch.name("adm-cef");
     create_image(&*s, &v2name, MIB, &CreateOptions::default()).unwrap();
-    let v1 = CreateOptions {
-        format: 1,
-        ..Default::default()
-    };
+    let v1 = v1_options();
     create_image(&*s, &v1name, MIB, &v1).unwrap();
 
     let long = "x".repeat(256);
@@ -582,20 +597,8 @@ fn create_refusals() {
         }
     }
     let bad_opts: Vec<(CreateOptions, i32)> = vec![
-        (
-            CreateOptions {
-                order: 11,
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            CreateOptions {
-                order: 26,
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
+        (with_order(11), libc::EINVAL),
+        (with_order(26), libc::EINVAL),
         (
             CreateOptions {
                 format: 3,
@@ -605,81 +608,31 @@ fn create_refusals() {
         ),
         (
             CreateOptions {
-                format: 1,
                 features: Some(1),
-                ..Default::default()
+                ..v1_options()
             },
             libc::EINVAL,
         ),
         (
+            // A stripe unit without a count.
             CreateOptions {
                 stripe_unit: Some(65536),
                 ..Default::default()
             },
             libc::EINVAL,
         ),
-        (
-            CreateOptions {
-                stripe_unit: Some(3000),
-                stripe_count: Some(2),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            CreateOptions {
-                stripe_unit: Some(8 * MIB),
-                stripe_count: Some(2),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            // fast-diff without object-map
-            CreateOptions {
-                features: Some(0x11),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            // object-map without exclusive-lock
-            CreateOptions {
-                features: Some(0x09),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            // journaling: no journal can be made
-            CreateOptions {
-                features: Some(0x45),
-                ..Default::default()
-            },
-            libc::EOPNOTSUPP,
-        ),
-        (
-            // operations is internal
-            CreateOptions {
-                features: Some(0x101),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            CreateOptions {
-                features: Some(1 << 40),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
-        (
-            CreateOptions {
-                data_pool: Some(987_654),
-                ..Default::default()
-            },
-            libc::EINVAL,
-        ),
+        (striped(3000, 2), libc::EINVAL),
+        (striped(8 * MIB, 2), libc::EINVAL),
+        // fast-diff without object-map
+        (with_features(0x11), libc::EINVAL),
+        // object-map without exclusive-lock
+        (with_features(0x09), libc::EINVAL),
+        // journaling: no journal can be made
+        (with_features(0x45), libc::EOPNOTSUPP),
+        // operations is internal
+        (with_features(0x101), libc::EINVAL),
+        (with_features(1 << 40), libc::EINVAL),
+        (with_data_pool(987_654), libc::EINVAL),
     ];
     for (opts, errno) in bad_opts {
         assert_eq!(
@@ -689,10 +642,7 @@ fn create_refusals() {
         );
     }
     // Too many objects for an object map (256M objects of 4 KiB).
-    let huge = CreateOptions {
-        order: 12,
-        ..Default::default()
-    };
+    let huge = with_order(12);
     assert_eq!(
         errno_of(create_image(&*s, &fresh, (256_000_001u64) << 12, &huge)),
         libc::EINVAL
@@ -710,11 +660,7 @@ fn create_refusals() {
 fn create_undoes_what_it_did_on_failure() {
     let Some((cluster, s)) = env() else { return };
     let mut scratch = Scratch::new(&cluster);
-    let striped = CreateOptions {
-        stripe_unit: Some(65536),
-        stripe_count: Some(2),
-        ..Default::default()
-    };
+    let striped = striped(65536, 2);
     for fail in [
         "set_id",
         "create",
@@ -722,11 +668,7 @@ fn create_undoes_what_it_did_on_failure() {
         "object_map_resize",
     ] {
         let name = scratch.name("adm-cu");
-        let fs = FailingStore {
-            inner: s.clone(),
-            fail: fail.to_string(),
-            ids: Mutex::new(Vec::new()),
-        };
+        let fs = FailingStore::new(&s, fail.to_string());
         let e = create_image(&fs, &name, 3 * MIB, &striped).unwrap_err();
         eprintln!("failing {fail}: {e}");
         assert_eq!(e.errno(), libc::EIO, "{e}");
@@ -744,16 +686,11 @@ fn create_undoes_what_it_did_on_failure() {
     }
     // Format 1: the header write fails, the directory entry goes again.
     let name = scratch.name("adm-cu1");
-    let fs = FailingStore {
-        inner: s.clone(),
-        fail: format!("write:{name}.rbd"),
-        ids: Mutex::new(Vec::new()),
-    };
-    let v1 = CreateOptions {
-        format: 1,
-        ..Default::default()
-    };
-    assert_eq!(errno_of(create_image(&fs, &name, MIB, &v1)), libc::EIO);
+    let fs = FailingStore::new(&s, format!("write:{name}.rbd"));
+    assert_eq!(
+        errno_of(create_image(&fs, &name, MIB, &v1_options())),
+        libc::EIO
+    );
     assert!(!cluster.ls().contains(&name));
     assert_eq!(image_format(&*s, &name).unwrap(), None);
 }
@@ -790,46 +727,21 @@ fn remove_v2_images_leaves_nothing() {
     let data_pool = pool_id(&cluster, DATA_POOL);
     let cases: Vec<(&str, CreateOptions)> = vec![
         ("default", CreateOptions::default()),
-        (
-            "no object map",
-            CreateOptions {
-                features: Some(v2::FEATURE_LAYERING),
-                ..Default::default()
-            },
-        ),
+        ("no object map", with_features(v2::FEATURE_LAYERING)),
         (
             "striped",
             CreateOptions {
                 order: 20,
-                stripe_unit: Some(64 << 10),
-                stripe_count: Some(3),
-                ..Default::default()
+                ..striped(64 << 10, 3)
             },
         ),
-        (
-            "data pool",
-            CreateOptions {
-                data_pool: Some(data_pool),
-                ..Default::default()
-            },
-        ),
+        ("data pool", with_data_pool(data_pool)),
     ];
     for (what, opts) in cases {
         eprintln!("case {what}");
         let name = scratch.name("adm-rm2");
         create_image(&*s, &name, 13 * MIB, &opts).unwrap();
-        cluster.rbd(&[
-            "bench",
-            "--io-type",
-            "write",
-            "--io-size",
-            "256K",
-            "--io-total",
-            "6M",
-            "--io-pattern",
-            "rand",
-            &spec(&name),
-        ]);
+        rbd_bench_write(&cluster, &name, "256K", "6M", "rand");
         let id = image_id(&cluster, &name);
         let pool = if opts.data_pool.is_some() {
             DATA_POOL
@@ -861,10 +773,7 @@ fn remove_v1_images_leaves_nothing() {
         .map(|i| (i % 253) as u8)
         .collect();
     cluster.import_v1(&name, &data, 22);
-    let block = info_json(&cluster, &name)
-        .at("block_name_prefix")
-        .str()
-        .to_string();
+    let block = block_name_prefix(&cluster, &name);
     assert_eq!(objects_with(&cluster, POOL, &block).len(), 3);
     remove_image(&*s, &name).unwrap();
     assert!(objects_with(&cluster, POOL, &block).is_empty());
@@ -874,11 +783,7 @@ fn remove_v1_images_leaves_nothing() {
 
     // One we created, never written.
     let name = scratch.name("adm-rm1c");
-    let v1 = CreateOptions {
-        format: 1,
-        ..Default::default()
-    };
-    create_image(&*s, &name, 3 * MIB, &v1).unwrap();
+    create_image(&*s, &name, 3 * MIB, &v1_options()).unwrap();
     remove_image(&*s, &name).unwrap();
     assert!(!cluster.ls().contains(&name));
     assert!(!rados_ls(&cluster, POOL).contains(&format!("{name}.rbd")));
@@ -892,11 +797,7 @@ fn remove_refuses_busy_or_snapshotted_images() {
     let v2name = purge.add(scratch.name("adm-rr2"));
     let v1name = purge.add(scratch.name("adm-rr1"));
     create_image(&*s, &v2name, 2 * MIB, &CreateOptions::default()).unwrap();
-    let v1 = CreateOptions {
-        format: 1,
-        ..Default::default()
-    };
-    create_image(&*s, &v1name, 2 * MIB, &v1).unwrap();
+    create_image(&*s, &v1name, 2 * MIB, &v1_options()).unwrap();
 
     for bad in ["", "..", ".snap", "a/b"] {
         assert_eq!(errno_of(remove_image(&*s, bad)), libc::EINVAL);
@@ -929,21 +830,9 @@ fn remove_refuses_busy_or_snapshotted_images() {
     // Another client holding the exclusive lock.
     let info = image_info(&*s, &v2name).unwrap();
     let cookie = rbd_lock_cookie(77);
-    s2.exec(
-        &info.header_oid,
-        LOCK_CLASS,
-        "lock",
-        &LockOp::rbd_exclusive(&cookie).encode(),
-    )
-    .unwrap();
+    lock_exclusive(&s2, &info.header_oid, &cookie).unwrap();
     assert_eq!(errno_of(remove_image(&*s, &v2name)), libc::EBUSY);
-    s2.exec(
-        &info.header_oid,
-        LOCK_CLASS,
-        "unlock",
-        &unlock_input(RBD_LOCK_NAME, &cookie),
-    )
-    .unwrap();
+    unlock_exclusive(&s2, &info.header_oid, &cookie).unwrap();
 
     // In a group.
     let group = format!("{POOL}/{}", unique_name("adm-grp"));
@@ -975,39 +864,18 @@ fn remove_clones_detaches_them_from_the_parent() {
     let snap = format!("{}@s", spec(&parent));
     cluster.rbd(&["snap", "create", &snap]);
     cluster.rbd(&["snap", "protect", &snap]);
-    cluster.rbd(&[
-        "clone",
-        "--rbd-default-clone-format",
-        "1",
-        &snap,
-        &spec(&c1),
-    ]);
-    cluster.rbd(&[
-        "clone",
-        "--rbd-default-clone-format",
-        "2",
-        &snap,
-        &spec(&c2),
-    ]);
-    cluster.rbd(&[
-        "clone",
-        "--rbd-default-clone-format",
-        "2",
-        &snap,
-        &spec(&c3),
-    ]);
-    // Give the clones data of their own.
-    for c in [&c1, &c2] {
+    for (clone, format) in [(&c1, "1"), (&c2, "2"), (&c3, "2")] {
         cluster.rbd(&[
-            "bench",
-            "--io-type",
-            "write",
-            "--io-size",
-            "64K",
-            "--io-total",
-            "1M",
-            &spec(c),
+            "clone",
+            "--rbd-default-clone-format",
+            format,
+            &snap,
+            &spec(clone),
         ]);
+    }
+    // Give the clones data of their own (seq: rbd bench's default pattern).
+    for c in [&c1, &c2] {
+        rbd_bench_write(&cluster, c, "64K", "1M", "seq");
     }
     let children = |cluster: &Cluster| -> Vec<String> {
         let out = cluster.rbd(&["children", &snap]);
@@ -1226,35 +1094,14 @@ fn resize_striped_v2() {
     // Also one we created ourselves, without a snapshot: then the removed
     // objects are gone from the pool too.
     let name = scratch.name("adm-rss2");
-    create_image(
-        &*s,
-        &name,
-        12 * MIB,
-        &CreateOptions {
-            order: 20,
-            stripe_unit: Some(65536),
-            stripe_count: Some(4),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    cluster.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "64K",
-        "--io-total",
-        "12M",
-        "--io-pattern",
-        "seq",
-        &spec(&name),
-    ]);
+    let opts = CreateOptions {
+        order: 20,
+        ..striped(65536, 4)
+    };
+    create_image(&*s, &name, 12 * MIB, &opts).unwrap();
+    rbd_bench_write(&cluster, &name, "64K", "12M", "seq");
     let mut data = cluster.export(&name);
-    let prefix = info_json(&cluster, &name)
-        .at("block_name_prefix")
-        .str()
-        .to_string();
+    let prefix = block_name_prefix(&cluster, &name);
     assert_eq!(objects_with(&cluster, POOL, &prefix).len(), 12);
     let new = 4 * MIB + (100 << 10);
     resize(&s, &name, new).unwrap();
@@ -1328,21 +1175,9 @@ fn resize_needs_the_exclusive_lock() {
     // Held by another client: still refused.
     let (_r2, s2) = cluster.librados();
     let cookie = rbd_lock_cookie(99);
-    s2.exec(
-        &info.header_oid,
-        LOCK_CLASS,
-        "lock",
-        &LockOp::rbd_exclusive(&cookie).encode(),
-    )
-    .unwrap();
+    lock_exclusive(&s2, &info.header_oid, &cookie).unwrap();
     let r = resize_image(&*s, &info, 8 * MIB, &info.snapc);
-    s2.exec(
-        &info.header_oid,
-        LOCK_CLASS,
-        "unlock",
-        &unlock_input(RBD_LOCK_NAME, &cookie),
-    )
-    .unwrap();
+    unlock_exclusive(&s2, &info.header_oid, &cookie).unwrap();
     assert_eq!(errno_of(r), libc::EBUSY);
     assert_eq!(cluster.image_size(&name), 4 * MIB);
     // Same size: nothing to do, no lock needed.

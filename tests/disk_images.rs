@@ -135,6 +135,18 @@ fn conf_with_clone_format(cluster: &Cluster, dir: &TempDir, format: &str) -> Pat
     path
 }
 
+/// A mount whose conf says `rbd default clone format = SETTING`.
+fn mount_with_clone_format(cluster: &Cluster, dir: &TempDir, setting: &str) -> Mount {
+    let conf = conf_with_clone_format(cluster, dir, setting);
+    let conf_opt = format!("conf={}", conf.display());
+    Mount::new(cluster, &["-o", &conf_opt])
+}
+
+#[track_caller]
+fn assert_export_eq(cluster: &Cluster, image: &str, want: &[u8], what: &str) {
+    assert_bytes_eq(&cluster.export(image), want, what);
+}
+
 /// Writes `data` at 0 of the mount's `name` and fsyncs.
 fn write_image(mount: &Mount, name: &str, off: u64, data: &[u8]) {
     let f = ok(
@@ -158,9 +170,17 @@ fn golden(
     cluster.rbd(&["create", "--size", "8M", &spec(&gold)]);
     let data = rng.bytes(8 * MIB as usize);
     write_image(mount, &gold, 0, &data);
-    let snap = mount.path(".snap").join(&gold).join("base");
-    ok(fs::File::create(&snap), "touch .snap/gold/base", mount);
+    ok(
+        fs::File::create(base_snapshot(mount, &gold)),
+        "touch .snap/gold/base",
+        mount,
+    );
     (gold, data)
+}
+
+/// The path of `golden`'s snapshot `base` in the mount.
+fn base_snapshot(mount: &Mount, gold: &str) -> PathBuf {
+    mount.path(".snap").join(gold).join("base")
 }
 
 // ---------------------------------------------------------------------------
@@ -176,13 +196,11 @@ fn clone_with_ln_as_rbd_clone() {
     let auto_format = if require >= 13 { "2" } else { "1" };
     for (setting, want) in [("2", "2"), ("1", "1"), ("auto", auto_format)] {
         let mut images = Images::new(&cluster);
-        let conf = conf_with_clone_format(&cluster, &tmp, setting);
-        let conf_opt = format!("conf={}", conf.display());
-        let mount = Mount::new(&cluster, &["-o", &conf_opt]);
+        let mount = mount_with_clone_format(&cluster, &tmp, setting);
         let mut rng = Rng::new();
         let (gold, data) = golden(&cluster, &mut images, &mount, &mut rng);
         let vm1 = images.name("vm1");
-        let base = mount.path(".snap").join(&gold).join("base");
+        let base = base_snapshot(&mount, &gold);
         let what = format!("ln (clone format {setting})");
         ok(fs::hard_link(&base, mount.path(&vm1)), &what, &mount);
         // EPERM for a head, EEXIST onto an existing name.
@@ -219,31 +237,19 @@ fn clone_with_ln_as_rbd_clone() {
         let children = cluster.rbd(&["children", &format!("{}@base", spec(&gold))]);
         let children = String::from_utf8_lossy(&children.stdout).to_string();
         assert!(children.contains(&vm1), "{what}: rbd children: {children}");
-        assert_bytes_eq(
-            &cluster.export(&vm1),
-            &data,
-            &format!("{what}: rbd export vm1"),
-        );
-        assert_bytes_eq(
-            &cluster.export(&format!("{gold}@base")),
-            &data,
-            &format!("{what}: rbd export gold@base"),
-        );
+        assert_export_eq(&cluster, &vm1, &data, &format!("{what}: rbd export vm1"));
+        let gold_base = format!("{gold}@base");
+        let what_base = format!("{what}: rbd export gold@base");
+        assert_export_eq(&cluster, &gold_base, &data, &what_base);
         // A write to the clone leaves the parent's snapshot as it was.
         let patch = rng.bytes(100_000);
         write_image(&mount, &vm1, 3 * MIB + 7, &patch);
         let mut want_vm1 = data.clone();
         want_vm1[3 * MIB as usize + 7..][..patch.len()].copy_from_slice(&patch);
-        assert_bytes_eq(
-            &cluster.export(&vm1),
-            &want_vm1,
-            &format!("{what}: vm1 after write"),
-        );
-        assert_bytes_eq(
-            &cluster.export(&format!("{gold}@base")),
-            &data,
-            &format!("{what}: gold@base after the clone's write"),
-        );
+        let what_vm1 = format!("{what}: vm1 after write");
+        assert_export_eq(&cluster, &vm1, &want_vm1, &what_vm1);
+        let what_base = format!("{what}: gold@base after the clone's write");
+        assert_export_eq(&cluster, &gold_base, &data, &what_base);
         assert_bytes_eq(
             &ok(fs::read(mount.path(&vm1)), "read vm1", &mount),
             &want_vm1,
@@ -409,7 +415,7 @@ fn rollback_as_rbd_snap_rollback() {
         &mount,
     );
     assert_eq!(cluster.image_size(&gold), 8 * MIB, "size after rollback");
-    assert_bytes_eq(&cluster.export(&gold), &data, "rbd export after rollback");
+    assert_export_eq(&cluster, &gold, &data, "rbd export after rollback");
     assert_bytes_eq(
         &ok(fs::read(&head), "read", &mount),
         &data,
@@ -430,13 +436,11 @@ fn flatten_as_rbd_flatten() {
     let tmp = TempDir::new().unwrap();
     for setting in ["1", "2"] {
         let mut images = Images::new(&cluster);
-        let conf = conf_with_clone_format(&cluster, &tmp, setting);
-        let conf_opt = format!("conf={}", conf.display());
-        let mount = Mount::new(&cluster, &["-o", &conf_opt]);
+        let mount = mount_with_clone_format(&cluster, &tmp, setting);
         let mut rng = Rng::new();
         let (gold, data) = golden(&cluster, &mut images, &mount, &mut rng);
         let vm1 = images.name("vm1");
-        let base = mount.path(".snap").join(&gold).join("base");
+        let base = base_snapshot(&mount, &gold);
         ok(fs::hard_link(&base, mount.path(&vm1)), "ln", &mount);
         let patch = rng.bytes(5000);
         write_image(&mount, &vm1, MIB + 1, &patch);
@@ -457,7 +461,7 @@ fn flatten_as_rbd_flatten() {
             info.at("op_features").strs().is_empty(),
             "{what}: op features"
         );
-        assert_bytes_eq(&cluster.export(&vm1), &want, &format!("{what}: rbd export"));
+        assert_export_eq(&cluster, &vm1, &want, &format!("{what}: rbd export"));
         assert_bytes_eq(
             &ok(fs::read(mount.path(&vm1)), "read", &mount),
             &want,
@@ -483,11 +487,7 @@ fn flatten_as_rbd_flatten() {
             &mount,
         );
         assert!(snap_ls(&cluster, &gold).is_empty(), "{what}: rbd snap ls");
-        assert_bytes_eq(
-            &cluster.export(&vm1),
-            &want,
-            &format!("{what}: export after rm"),
-        );
+        assert_export_eq(&cluster, &vm1, &want, &format!("{what}: export after rm"));
         drop(mount);
     }
 }
@@ -609,6 +609,22 @@ fn names(dir: &Path, mount: &Mount) -> Vec<String> {
     out
 }
 
+/// A new image `tag` of `size` (an rbd size: "64M"), partitioned through
+/// the mount by `sfdisk` with `script`; its name and partitions.
+fn partitioned_image(
+    cluster: &Cluster,
+    images: &mut Images,
+    mount: &Mount,
+    tag: &str,
+    size: &str,
+    script: &str,
+) -> (String, Vec<(u32, u64, u64)>) {
+    let name = images.name(tag);
+    cluster.rbd(&["create", "--size", size, &spec(&name)]);
+    let parts = sfdisk(mount, &mount.path(&name), script);
+    (name, parts)
+}
+
 /// Partition files equal to `rbd export`'s bytes at the offsets sfdisk
 /// reports, sized as sfdisk says.
 fn check_partitions(
@@ -641,13 +657,8 @@ fn partitions_as_files() {
     let mut images = Images::new(&cluster);
     let mount = Mount::new(&cluster, &[]);
     let mut rng = Rng::new();
-    let img = images.name("gpt");
-    cluster.rbd(&["create", "--size", "64M", &spec(&img)]);
-    let parts = sfdisk(
-        &mount,
-        &mount.path(&img),
-        "label: gpt\n,24M,L\n,,EBD0A0A2-B9E5-4433-87C0-68B99B26599C\n",
-    );
+    let gpt = "label: gpt\n,24M,L\n,,EBD0A0A2-B9E5-4433-87C0-68B99B26599C\n";
+    let (img, parts) = partitioned_image(&cluster, &mut images, &mount, "gpt", "64M", gpt);
     assert_eq!(parts.len(), 2, "{parts:?}");
     let pdir = mount.path(".part").join(&img);
     assert!(names(&mount.path(".part"), &mount).contains(&img));
@@ -749,13 +760,8 @@ fn partitions_as_files() {
     assert_eq!(ok(fs::metadata(&p1), "stat", &mount).len(), len1);
 
     // An MBR image.
-    let mbr = images.name("mbr");
-    cluster.rbd(&["create", "--size", "32M", &spec(&mbr)]);
-    let mparts = sfdisk(
-        &mount,
-        &mount.path(&mbr),
-        "label: dos\n,8M,83\n,4M,c\n,,83\n",
-    );
+    let dos = "label: dos\n,8M,83\n,4M,c\n,,83\n";
+    let (mbr, mparts) = partitioned_image(&cluster, &mut images, &mount, "mbr", "32M", dos);
     assert_eq!(mparts.len(), 3, "{mparts:?}");
     let mdir = mount.path(".part").join(&mbr);
     write_image(&mount, &mbr, mparts[1].1, &rng.bytes(5000));

@@ -19,7 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -303,254 +303,19 @@ fn crash_format2_locked() {
 // Private cluster, mount and the OSD fault test
 // ---------------------------------------------------------------------------
 
-const CLUSTER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/cluster.sh");
-
-/// A throwaway cluster of our own (contrib/cluster.sh), destroyed on drop:
-/// stopping daemons of the shared cluster would break parallel tests.
-struct OwnCluster {
-    ctl: Ctl,
-}
-
-/// Handle on the private cluster's daemons (for the fault thread; only
-/// the `OwnCluster` guard destroys it, even when the test panics).
-#[derive(Clone)]
-struct Ctl {
-    dir: PathBuf,
-    conf: PathBuf,
-}
-
-impl OwnCluster {
-    /// A private cluster; a panic if none can be made (a missing
-    /// prerequisite is a failure, never a silent pass).
-    fn start(test: &str) -> OwnCluster {
-        let dir = PathBuf::from(format!("/var/tmp/rbdfs-faults-{}", std::process::id()));
-        let mut why = String::from("ceph-mon not installed");
-        if Command::new("ceph-mon").arg("--version").output().is_ok() {
-            // The script refuses a mon port in use: try a few bases.
-            for attempt in 0..4u32 {
-                let port = 44789 + ((std::process::id() + attempt * 7) % 40) * 50;
-                let mut cmd = Command::new(CLUSTER_SH);
-                cmd.arg("start")
-                    .arg(&dir)
-                    .env("RBDFS_CLUSTER_PORT", port.to_string());
-                match run_timeout(&mut cmd, Duration::from_secs(300)) {
-                    Ok(o) if o.status.success() => {
-                        let ctl = Ctl {
-                            conf: dir.join("ceph.conf"),
-                            dir,
-                        };
-                        return OwnCluster { ctl };
-                    }
-                    Ok(o) => why = String::from_utf8_lossy(&o.stderr).into_owned(),
-                    Err(e) => why = e,
-                }
-                let _ = Command::new(CLUSTER_SH).arg("destroy").arg(&dir).output();
-                if !why.contains("already in use") {
-                    break;
-                }
-            }
-        }
-        panic!(
-            "[{test}] cannot start a private cluster in {}: {why}",
-            dir.display()
-        );
-    }
-}
-
-impl Ctl {
-    fn rbd(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new("rbd");
-        cmd.arg("-c").arg(&self.conf).args(args);
-        let o = run_timeout(&mut cmd, Duration::from_secs(180)).unwrap();
-        assert!(
-            o.status.success(),
-            "rbd {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    }
-
-    fn pid(&self, daemon: &str) -> i32 {
-        let p = self.dir.join(format!("run/{daemon}.pid"));
-        fs::read_to_string(&p).unwrap().trim().parse().unwrap()
-    }
-
-    fn signal(&self, daemon: &str, sig: i32) {
-        assert_eq!(
-            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-            unsafe { libc::kill(self.pid(daemon), sig) },
-            0,
-            "kill {daemon}"
-        );
-    }
-
-    /// SIGKILL the OSD, wait until it is gone, then start it again from its
-    /// data (cluster.sh waits until I/O works).
-    fn kill_and_restart_osd(&self) -> Duration {
-        let pid = self.pid("osd.0");
-        self.signal("osd.0", libc::SIGKILL);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            thread::sleep(Duration::from_millis(50));
-        }
-        thread::sleep(Duration::from_secs(3));
-        let t0 = Instant::now();
-        let mut cmd = Command::new(CLUSTER_SH);
-        cmd.arg("start").arg(&self.dir);
-        let o = run_timeout(&mut cmd, Duration::from_secs(300)).unwrap();
-        assert!(
-            o.status.success(),
-            "OSD restart: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        t0.elapsed()
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let dir = &self.ctl.dir;
-        // A stopped daemon would only take SIGTERM after 30 s of waiting.
-        for d in ["osd.0", "mon.a"] {
-            if let Ok(pid) = fs::read_to_string(dir.join(format!("run/{d}.pid")))
-                && let Ok(pid) = pid.trim().parse::<i32>()
-            {
-                // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-                unsafe { libc::kill(pid, libc::SIGCONT) };
-            }
-        }
-        let mut cmd = Command::new(CLUSTER_SH);
-        cmd.arg("destroy").arg(dir);
-        if let Err(e) = run_timeout(&mut cmd, Duration::from_secs(120)) {
-            eprintln!("warning: could not destroy {}: {e}", dir.display());
-        }
-    }
-}
-
-/// A foreground rbdfs on a cluster the harness's `Mount` cannot name;
-/// the caller decides what a clean end is (`finish`).
-struct RawMount {
-    child: Option<Child>,
-    dir: MountDir,
-}
-
-impl RawMount {
-    fn new(conf: &Path, extra: &[&str]) -> RawMount {
-        let dir = MountDir::new();
-        let mut args: Vec<String> = vec!["mount".into(), "-f".into(), "-v".into(), "-c".into()];
-        args.push(conf.to_str().unwrap().into());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend(["rbd".to_string(), dir.mnt.to_str().unwrap().to_string()]);
-        let mut child = spawn_rbdfs(&args, &dir.log, true);
-        let t0 = Instant::now();
-        while !is_fuse_mounted(&dir.mnt) {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!(
-                    "rbdfs exited before mounting ({st})\n{}",
-                    log_text(&dir.log)
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "not mounted\n{}",
-                log_text(&dir.log)
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        RawMount {
-            child: Some(child),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.mnt.join(name)
-    }
-
-    fn log(&self) -> String {
-        log_text(&self.dir.log)
-    }
-
-    /// `fusermount3 -u`, then rbdfs's exit; Err if either takes longer
-    /// than `limit`.
-    fn finish(&mut self, limit: Duration) -> Result<ExitStatus, String> {
-        let mut cmd = Command::new("fusermount3");
-        cmd.arg("-u").arg(&self.dir.mnt);
-        let o = run_timeout(&mut cmd, limit)?;
-        if !o.status.success() {
-            return Err(format!(
-                "fusermount3 -u: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        let child = self.child.as_mut().unwrap();
-        let st = wait_timeout(child, limit)
-            .ok_or(format!("rbdfs still running {limit:?} after the unmount"))?;
-        self.child = None;
-        Ok(st)
-    }
-}
-
-impl Drop for RawMount {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = unmount(&self.dir.mnt);
-            if wait_timeout(&mut child, Duration::from_secs(15)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-/// One fio run with crc32c verification: 3 jobs on disjoint 48 MiB
-/// regions of the image (overlapping jobs would overwrite each other's
-/// verify headers).
+/// The fault test's fio run: 3 jobs of 48 MiB on the 192 MiB image.
 fn run_fio(file: &Path) -> Result<String, String> {
-    let mut cmd = Command::new("fio");
-    cmd.arg("--name=v")
-        .arg(format!("--filename={}", file.display()))
-        .args([
-            "--direct=1",
-            "--ioengine=libaio",
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=8",
-        ])
-        .args([
-            "--numjobs=3",
-            "--size=48M",
-            "--offset_increment=48M",
-            "--group_reporting",
-        ])
-        .args([
-            "--verify=crc32c",
-            "--verify_fatal=1",
-            "--do_verify=1",
-            "--verify_state_save=0",
-        ]);
-    let o = run_timeout(&mut cmd, Duration::from_secs(900))?;
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    let errs = text
-        .lines()
-        .any(|l| l.contains("err=") && !l.contains("err= 0"));
-    if !o.status.success() || errs || text.contains("verify:") || text.contains("bad magic") {
-        return Err(format!("fio failed ({}):\n{text}", o.status));
-    }
-    Ok(text)
+    run_fio_verify(file, "48M", Duration::from_secs(900))
 }
 
 #[test]
 fn osd_faults() {
-    assert!(
-        Command::new("fio").arg("--version").output().is_ok(),
-        "fio is not installed (contrib/quickstart.sh and .ci/run install it)"
-    );
-    let guard = OwnCluster::start("osd_faults");
-    let cluster = &guard.ctl;
+    assert_fio_installed();
+    let guard = OwnCluster::start("faults", 44789, &[]);
+    let cluster = guard.handle();
     let t_start = Instant::now();
     cluster.rbd(&["create", "--size", "192M", "rbd/faults"]);
-    let mut mount = RawMount::new(&cluster.conf, &[]);
+    let mut mount = RawMount::new(&cluster.conf, "rbd", &[]);
     let img = mount.path("faults");
 
     // Faults on a schedule while fio runs back to back: stop/continue
@@ -569,7 +334,7 @@ fn osd_faults() {
                 pause(4);
             }
             for _ in 0..2 {
-                let took = c.kill_and_restart_osd();
+                let took = c.kill_and_restart("osd.0", Duration::from_secs(3));
                 events.push(format!("SIGKILL osd.0 + restart ({took:.1?})"));
                 pause(4);
             }
@@ -580,10 +345,9 @@ fn osd_faults() {
     while !schedule.is_finished() || runs == 0 {
         let t0 = Instant::now();
         if let Err(e) = run_fio(&img) {
-            let bt = if mount.child.as_mut().unwrap().try_wait().unwrap().is_none() {
-                backtrace(mount.child.as_ref().unwrap().id())
-            } else {
-                "rbdfs is gone".into()
+            let bt = match mount.running_pid() {
+                Some(pid) => backtrace(pid),
+                None => "rbdfs is gone".into(),
             };
             panic!(
                 "fio run {runs} under faults: {e}\n{bt}\n{}",
@@ -607,7 +371,7 @@ fn osd_faults() {
     }
 
     // The OSD stays stopped past rados_timeout: calls fail, nothing hangs.
-    let mut mount = RawMount::new(&cluster.conf, &["-o", "rados_timeout=10"]);
+    let mut mount = RawMount::new(&cluster.conf, "rbd", &["-o", "rados_timeout=10"]);
     let f = OpenOptions::new()
         .read(true)
         .write(true)

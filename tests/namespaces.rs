@@ -60,17 +60,6 @@ fn export(cluster: &Cluster, spec: &str) -> Vec<u8> {
     cluster.rbd(&["export", "--no-progress", spec, "-"]).stdout
 }
 
-fn import(cluster: &Cluster, spec: &str, data: &[u8]) {
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    fs::write(tmp.path(), data).unwrap();
-    cluster.rbd(&[
-        "import",
-        "--no-progress",
-        tmp.path().to_str().unwrap(),
-        spec,
-    ]);
-}
-
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("readdir {}: {e}", dir.display()))
@@ -101,9 +90,9 @@ fn pool_mount_shows_each_namespace_under_ns() {
     let top = rng.bytes(3 * MIB);
     let a1 = rng.bytes(5 * MIB);
     let a2 = rng.bytes(2 * MIB);
-    import(&cluster, &format!("{p}/top"), &top);
-    import(&cluster, &format!("{p}/t1/a"), &a1);
-    import(&cluster, &format!("{p}/t2/a"), &a2);
+    cluster.import_to(&format!("{p}/top"), &top);
+    cluster.import_to(&format!("{p}/t1/a"), &a1);
+    cluster.import_to(&format!("{p}/t2/a"), &a2);
     cluster.rbd(&["snap", "create", &format!("{p}/t1/a@s1")]);
     // After the snapshot: the head and s1 differ.
     let tail = rng.bytes(MIB);
@@ -247,7 +236,7 @@ fn clone_parents_in_other_pools_and_namespaces() {
     a.namespace("t1");
     let (pa, pb) = (a.name.clone(), b.name.clone());
     let pdata = rng.bytes(8 * MIB);
-    import(&cluster, &format!("{pa}/parent"), &pdata);
+    cluster.import_to(&format!("{pa}/parent"), &pdata);
     cluster.rbd(&["snap", "create", &format!("{pa}/parent@base")]);
     cluster.rbd(&["snap", "protect", &format!("{pa}/parent@base")]);
     let children = [
@@ -327,56 +316,6 @@ fn bench_write(cluster: &Cluster, spec: &str, len: usize) {
     ]);
 }
 
-/// A CephX user for the test's lifetime.
-struct User {
-    cluster: Cluster,
-    name: String,
-    keyring: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl User {
-    fn new(cluster: &Cluster, osd_caps: &str) -> User {
-        let name = unique_name("nsuser");
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = dir.path().join("keyring");
-        cluster.ceph(&[
-            "auth",
-            "get-or-create",
-            &format!("client.{name}"),
-            "mon",
-            "profile rbd",
-            "osd",
-            osd_caps,
-            "-o",
-            keyring.to_str().unwrap(),
-        ]);
-        User {
-            cluster: cluster.clone(),
-            name,
-            keyring,
-            _dir: dir,
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            "--id".into(),
-            self.name.clone(),
-            "--keyring".into(),
-            self.keyring.to_str().unwrap().into(),
-        ]
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .ceph(&["auth", "rm", &format!("client.{}", self.name)]);
-    }
-}
-
 #[test]
 fn user_limited_to_one_namespace() {
     let cluster = Cluster::get();
@@ -386,10 +325,14 @@ fn user_limited_to_one_namespace() {
     pool.namespace("t1");
     pool.namespace("t2");
     let data = rng.bytes(2 * MIB);
-    import(&cluster, &format!("{p}/t1/a"), &data);
+    cluster.import_to(&format!("{p}/t1/a"), &data);
     cluster.rbd(&["create", "--size", "1M", &format!("{p}/t2/other")]);
-    let user = User::new(&cluster, &format!("profile rbd pool={p} namespace=t1"));
-    let args = user.args();
+    let user = CephxUser::new(
+        &cluster,
+        "nsuser",
+        &format!("profile rbd pool={p} namespace=t1"),
+    );
+    let args = user.mount_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     {
         let m = Mount::with_pool(&cluster, &args, &format!("{p}/t1"));
@@ -452,7 +395,7 @@ fn ln_clones_into_another_namespace() {
     let p = pool.name.clone();
     pool.namespace("t1");
     let data = rng.bytes(3 * MIB + 5);
-    import(&cluster, &format!("{p}/gold"), &data);
+    cluster.import_to(&format!("{p}/gold"), &data);
     cluster.rbd(&["snap", "create", &format!("{p}/gold@base")]);
     let tmp = tempfile::tempdir().unwrap();
     for (format, works) in [("2", true), ("1", false)] {

@@ -8,74 +8,11 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const MIB: u64 = 1 << 20;
-
-/// A CephX user that exists for the test's lifetime.
-struct User {
-    cluster: Cluster,
-    name: String,
-    keyring: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl User {
-    fn new(cluster: &Cluster, tag: &str, osd_caps: &str) -> User {
-        let name = unique_name(tag);
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = dir.path().join("keyring");
-        let entity = format!("client.{name}");
-        cluster.ceph(&[
-            "auth",
-            "get-or-create",
-            &entity,
-            "mon",
-            "profile rbd",
-            "osd",
-            osd_caps,
-            "-o",
-            keyring.to_str().unwrap(),
-        ]);
-        User {
-            cluster: cluster.clone(),
-            name,
-            keyring,
-            _dir: dir,
-        }
-    }
-
-    fn mount_args(&self) -> Vec<String> {
-        vec![
-            "--id".into(),
-            self.name.clone(),
-            "--keyring".into(),
-            self.keyring.to_str().unwrap().into(),
-        ]
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .ceph(&["auth", "rm", &format!("client.{}", self.name)]);
-    }
-}
-
-fn import(cluster: &Cluster, name: &str, data: &[u8]) {
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    fs::write(tmp.path(), data).unwrap();
-    cluster.rbd(&[
-        "import",
-        "--no-progress",
-        tmp.path().to_str().unwrap(),
-        &spec(name),
-    ]);
-}
 
 #[test]
 fn profile_rbd_user_reads_writes_snapshots_and_manages_images() {
@@ -85,8 +22,8 @@ fn profile_rbd_user_reads_writes_snapshots_and_manages_images() {
     let new = scratch.name("narrow-new");
     let mut rng = Rng::new();
     let mut model = rng.bytes((3 * MIB) as usize);
-    import(&cluster, &img, &model);
-    let user = User::new(&cluster, "narrow", "profile rbd pool=rbd");
+    cluster.import_to(&spec(&img), &model);
+    let user = CephxUser::new(&cluster, "narrow", "profile rbd pool=rbd");
     let args = user.mount_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mount = Mount::new(&cluster, &args);
@@ -141,7 +78,7 @@ fn read_only_user_reads_at_once_and_writes_fail_at_once() {
     let img = purge.add(scratch.name("rouser"));
     let mut rng = Rng::new();
     let old = rng.bytes((2 * MIB + 3) as usize);
-    import(&cluster, &img, &old);
+    cluster.import_to(&spec(&img), &old);
     cluster.rbd(&["snap", "create", &format!("{}@s0", spec(&img))]);
     let mut head_data = old.clone();
     head_data[..4096].copy_from_slice(&rng.bytes(4096));
@@ -175,7 +112,7 @@ fn read_only_user_reads_at_once_and_writes_fail_at_once() {
         &spec(&plain),
     ]);
 
-    let user = User::new(&cluster, "ro", "profile rbd-read-only pool=rbd");
+    let user = CephxUser::new(&cluster, "ro", "profile rbd-read-only pool=rbd");
     let args = user.mount_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mount = Mount::new(&cluster, &args);

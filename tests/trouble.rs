@@ -37,7 +37,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -50,166 +50,6 @@ const MIB: u64 = 1 << 20;
 
 fn report(msg: &str) {
     let _ = writeln!(io::stderr(), "{msg}");
-}
-
-const CLUSTER_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/cluster.sh");
-
-/// The private cluster, destroyed on drop.
-struct OwnCluster {
-    dir: PathBuf,
-    conf: PathBuf,
-}
-
-impl OwnCluster {
-    fn start() -> OwnCluster {
-        let dir = PathBuf::from(format!("/var/tmp/rbdfs-trouble-{}", std::process::id()));
-        let mut why = String::from("ceph-mon not installed");
-        if Command::new("ceph-mon").arg("--version").output().is_ok() {
-            for attempt in 0..4u32 {
-                let port = 46789 + ((std::process::id() + attempt * 7) % 40) * 50;
-                let mut cmd = Command::new(CLUSTER_SH);
-                cmd.args(["start", "--with-mgr", "--osds", "3", "--ec"])
-                    .arg(&dir)
-                    .env("RBDFS_CLUSTER_PORT", port.to_string());
-                match run_timeout(&mut cmd, Duration::from_secs(300)) {
-                    Ok(o) if o.status.success() => {
-                        return OwnCluster {
-                            conf: dir.join("ceph.conf"),
-                            dir,
-                        };
-                    }
-                    Ok(o) => why = String::from_utf8_lossy(&o.stderr).into_owned(),
-                    Err(e) => why = e,
-                }
-                let _ = Command::new(CLUSTER_SH).arg("destroy").arg(&dir).output();
-                if !why.contains("already in use") {
-                    break;
-                }
-            }
-        }
-        panic!("cannot start a private cluster in {}: {why}", dir.display());
-    }
-
-    fn tool(&self, tool: &str, args: &[&str]) -> Result<Output, String> {
-        let mut cmd = Command::new(tool);
-        cmd.arg("-c").arg(&self.conf).args(args);
-        let o = run_timeout(&mut cmd, Duration::from_secs(180))?;
-        if o.status.success() {
-            Ok(o)
-        } else {
-            Err(format!(
-                "{tool} {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ))
-        }
-    }
-
-    fn rbd(&self, args: &[&str]) -> Output {
-        self.tool("rbd", args).unwrap()
-    }
-
-    fn ceph(&self, args: &[&str]) -> String {
-        String::from_utf8_lossy(&self.tool("ceph", args).unwrap().stdout).into_owned()
-    }
-
-    fn export(&self, spec: &str) -> Vec<u8> {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let path = f.path().to_str().unwrap().to_string();
-        fs::remove_file(&path).unwrap();
-        self.rbd(&["export", "--no-progress", spec, &path]);
-        fs::read(&path).unwrap()
-    }
-
-    fn pid(&self, daemon: &str) -> i32 {
-        let p = self.dir.join(format!("run/{daemon}.pid"));
-        fs::read_to_string(&p).unwrap().trim().parse().unwrap()
-    }
-
-    /// SIGKILLs `daemon`, waits until it is gone, waits `down`, then starts
-    /// it again (cluster.sh waits until I/O works).
-    fn kill_and_restart(&self, daemon: &str, down: Duration) {
-        let pid = self.pid(daemon);
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        while Path::new(&format!("/proc/{pid}")).exists() {
-            thread::sleep(Duration::from_millis(50));
-        }
-        thread::sleep(down);
-        let mut cmd = Command::new(CLUSTER_SH);
-        cmd.arg("start").arg(&self.dir);
-        let o = run_timeout(&mut cmd, Duration::from_secs(300)).unwrap();
-        assert!(
-            o.status.success(),
-            "restart of {daemon}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let mut cmd = Command::new(CLUSTER_SH);
-        cmd.arg("destroy").arg(&self.dir);
-        if let Err(e) = run_timeout(&mut cmd, Duration::from_secs(120)) {
-            eprintln!("warning: could not destroy {}: {e}", self.dir.display());
-        }
-    }
-}
-
-/// A foreground rbdfs on the private cluster; unmounted on drop.
-struct RawMount {
-    child: Option<Child>,
-    dir: MountDir,
-}
-
-impl RawMount {
-    fn new(conf: &Path, pool: &str, extra: &[&str]) -> RawMount {
-        let dir = MountDir::new();
-        let mut args: Vec<String> = vec!["mount".into(), "-f".into(), "-v".into(), "-c".into()];
-        args.push(conf.to_str().unwrap().into());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend([pool.to_string(), dir.mnt.to_str().unwrap().to_string()]);
-        let mut child = spawn_rbdfs(&args, &dir.log, true);
-        let t0 = Instant::now();
-        while !is_fuse_mounted(&dir.mnt) {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!(
-                    "rbdfs exited before mounting ({st})\n{}",
-                    log_text(&dir.log)
-                );
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "not mounted\n{}",
-                log_text(&dir.log)
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        RawMount {
-            child: Some(child),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.mnt.join(name)
-    }
-
-    fn log(&self) -> String {
-        log_text(&self.dir.log)
-    }
-}
-
-impl Drop for RawMount {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = unmount(&self.dir.mnt);
-            if wait_timeout(&mut child, Duration::from_secs(30)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
 
 fn errno_of(e: &io::Error) -> i32 {
@@ -1059,42 +899,13 @@ fn phase_syslog(c: &OwnCluster) {
     let _ = c.tool("ceph", &["auth", "rm", "client.syslog-ro"]);
 }
 
-/// fio with crc32c verification: 3 jobs on disjoint 32 MiB regions.
+/// The osd_kill phase's fio run: 3 jobs of 32 MiB on the 96 MiB image.
 fn run_fio(file: &Path) -> Result<String, String> {
-    let mut cmd = Command::new("fio");
-    cmd.arg("--name=v")
-        .arg(format!("--filename={}", file.display()))
-        .args([
-            "--direct=1",
-            "--ioengine=libaio",
-            "--rw=randwrite",
-            "--bs=4k",
-        ])
-        .args([
-            "--iodepth=8",
-            "--numjobs=3",
-            "--size=32M",
-            "--offset_increment=32M",
-        ])
-        .args(["--group_reporting", "--verify=crc32c", "--verify_fatal=1"])
-        .args(["--do_verify=1", "--verify_state_save=0"]);
-    let o = run_timeout(&mut cmd, Duration::from_secs(600))?;
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    let errs = text
-        .lines()
-        .any(|l| l.contains("err=") && !l.contains("err= 0"));
-    if !o.status.success() || errs || text.contains("verify:") || text.contains("bad magic") {
-        return Err(format!("fio failed ({}):\n{text}", o.status));
-    }
-    Ok(text)
+    run_fio_verify(file, "32M", Duration::from_secs(600))
 }
 
 fn phase_osd_kill(c: &OwnCluster, m: &RawMount) {
-    assert!(
-        Command::new("fio").arg("--version").output().is_ok(),
-        "fio is not installed"
-    );
+    assert_fio_installed();
     c.rbd(&["create", "--size", "96M", "rbd/fio"]);
     c.rbd(&["create", "--size", "4M", "rbd/probe"]);
     let stop = Arc::new(AtomicBool::new(false));
@@ -1119,9 +930,8 @@ fn phase_osd_kill(c: &OwnCluster, m: &RawMount) {
         })
     };
     let faults = {
-        let (dir, conf) = (c.dir.clone(), c.conf.clone());
+        let c = c.handle().clone();
         thread::spawn(move || {
-            let c = OwnCluster { dir, conf };
             for osd in ["osd.0", "osd.1"] {
                 thread::sleep(Duration::from_secs(8));
                 let t = Instant::now();
@@ -1131,7 +941,6 @@ fn phase_osd_kill(c: &OwnCluster, m: &RawMount) {
                     t.elapsed()
                 ));
             }
-            std::mem::forget(c); // the test's guard destroys the cluster
         })
     };
     let fio_path = m.path("fio");
@@ -1164,7 +973,7 @@ fn phase_osd_kill(c: &OwnCluster, m: &RawMount) {
 #[test]
 fn trouble() {
     let t0 = Instant::now();
-    let c = OwnCluster::start();
+    let c = OwnCluster::start("trouble", 46789, &["--with-mgr", "--osds", "3", "--ec"]);
     report(&format!(
         "[trouble] 3-OSD cluster with mgr and EC pool started in {:?}",
         t0.elapsed()

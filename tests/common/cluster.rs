@@ -153,6 +153,19 @@ impl Cluster {
         ]);
     }
 
+    /// `rbd import` of `data` as a new image (rbd's default format and
+    /// features) at `image_spec`: `POOL/NAME` or `POOL/NAMESPACE/NAME`.
+    pub fn import_to(&self, image_spec: &str, data: &[u8]) {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), data).unwrap();
+        self.rbd(&[
+            "import",
+            "--no-progress",
+            tmp.path().to_str().unwrap(),
+            image_spec,
+        ]);
+    }
+
     /// The image's bytes as `rbd export` sees them.
     pub fn export(&self, name: &str) -> Vec<u8> {
         let dir = TempDir::new().unwrap();

@@ -12,9 +12,11 @@
 
 pub mod json;
 
+mod cephx;
 mod cluster;
 mod data;
 mod mount;
+mod own_cluster;
 mod process;
 mod xattr;
 
@@ -22,11 +24,15 @@ mod xattr;
 // before the split; a binary that uses nothing from one of these would
 // otherwise warn about the unused glob.
 #[allow(unused_imports)]
+pub use cephx::*;
+#[allow(unused_imports)]
 pub use cluster::*;
 #[allow(unused_imports)]
 pub use data::*;
 #[allow(unused_imports)]
 pub use mount::*;
+#[allow(unused_imports)]
+pub use own_cluster::*;
 #[allow(unused_imports)]
 pub use process::*;
 #[allow(unused_imports)]

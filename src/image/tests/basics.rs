@@ -104,42 +104,10 @@ fn clone_reads_parent_and_copies_up() {
     let store = MemoryStore::new();
     let cache = cache();
     let size = 16 << 10;
-    let parent = create_open(&store, &cache, "parent", size, &v2(FEATURE_LAYERING));
-    let pdata = pattern(7, size as usize);
-    parent.write(0, &pdata).unwrap();
-    let snap = parent.snap_create("base").unwrap();
+    let (parent, pdata, snap) = snapshotted_parent(store.clone(), &cache, 7, size);
     parent.write(0, &[0xee; 100]).unwrap();
     parent.flush().unwrap();
-    let pid = parent.info().id.clone().unwrap();
     admin::create_image(&*store, "child", size, &v2(FEATURE_LAYERING)).unwrap();
-    let child_id = admin::image_info(&*store, "child").unwrap().id.unwrap();
-    // parent_attach as librbd's clone does (admin has no clone yet).
-    let mut input = encode_parent_get_reply(Some(&ParentSpec {
-        pool_id: 0,
-        pool_namespace: String::new(),
-        image_id: pid,
-        snap_id: snap.id,
-    }));
-    input.extend_from_slice(&size.to_le_bytes());
-    input.push(0);
-    store
-        .exec(
-            &header_object(&child_id),
-            RBD_CLASS,
-            "parent_attach",
-            &input,
-        )
-        .unwrap();
-    let child = Image::open(store.clone(), &cache, "child").unwrap();
-    assert_eq!(child.read(NOSNAP, 0, size).unwrap(), pdata);
-    child.write(5000, b"child").unwrap();
-    child.flush().unwrap();
-    let mut want = pdata.clone();
-    want[5000..5005].copy_from_slice(b"child");
-    let fresh = Image::open(store.clone(), &super::cache(), "child").unwrap();
-    assert_eq!(fresh.read(NOSNAP, 0, size).unwrap(), want);
-    // The copied-up object holds the parent's bytes around ours.
-    let obj = fresh.info().data_object(1);
-    let raw = store.read(&obj, 0, 4096, NOSNAP).unwrap();
-    assert_eq!(raw, &want[4096..8192]);
+    attach_parent(&*store, "child", parent_spec(&parent, &snap, ""), size);
+    assert_reads_through_and_copies_up(store, &cache, &pdata, size);
 }

@@ -120,32 +120,12 @@ fn clone_full_includes_the_parent() {
     let store = MemoryStore::new();
     let cache = cache();
     let size = 16 << 10;
-    let parent = create_open(&store, &cache, "parent", size, &v2(FEATURE_LAYERING));
-    let pdata = pattern(7, size as usize);
-    parent.write(0, &pdata).unwrap();
-    let snap = parent.snap_create("base").unwrap();
+    let (parent, _, snap) = snapshotted_parent(store.clone(), &cache, 7, size);
     parent.flush().unwrap();
-    let pid = parent.info().id.clone().unwrap();
     let features =
         FEATURE_LAYERING | FEATURE_EXCLUSIVE_LOCK | FEATURE_OBJECT_MAP | FEATURE_FAST_DIFF;
     admin::create_image(&*store, "child", 2 * size, &v2(features)).unwrap();
-    let child_id = admin::image_info(&*store, "child").unwrap().id.unwrap();
-    let mut input = encode_parent_get_reply(Some(&ParentSpec {
-        pool_id: 0,
-        pool_namespace: String::new(),
-        image_id: pid,
-        snap_id: snap.id,
-    }));
-    input.extend_from_slice(&size.to_le_bytes());
-    input.push(0);
-    store
-        .exec(
-            &header_object(&child_id),
-            RBD_CLASS,
-            "parent_attach",
-            &input,
-        )
-        .unwrap();
+    attach_parent(&*store, "child", parent_spec(&parent, &snap, ""), size);
     let child = Image::open(store.clone(), &cache, "child").unwrap();
     child.write(5000, b"child").unwrap();
     child.write(size + 10, b"past the overlap").unwrap();
