@@ -9,7 +9,7 @@
 //! snap id and snap context gets its own context, set once at creation and
 //! never changed; a small LRU keeps the recently used ones.
 
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{CString, c_char, c_int, c_void};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::ptr;
@@ -573,20 +573,35 @@ impl ObjectStore for RadosPool {
         // never written stay untouched (no memset of a 4 MiB buffer per
         // object, no resident pages before the reply arrives).
         let mut buf: Vec<u8> = Vec::with_capacity(len);
+        // A read operation, not rados_read: librados 16's rados_read copies
+        // the reply twice (the Objecter copies it into the caller's buffer,
+        // then the op's own result replaces that buffer and rados_read
+        // copies again), which profiles showed as 12 % of the daemon's CPU
+        // in a sequential read. A read op's result is copied once.
+        let mut bytes_read: usize = 0;
+        let mut op_rc: c_int = 0;
         // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
-        // `buf` has capacity for `len` bytes, the most librados writes.
+        // `buf` has capacity for `len` bytes, the most librados writes;
+        // `bytes_read` and `op_rc` outlive the synchronous operate call,
+        // and the op is released once, after it.
         let rc = unsafe {
-            rados_read(
-                io.0,
-                o.as_ptr(),
-                buf.spare_capacity_mut().as_mut_ptr() as *mut c_char,
-                len,
+            let op = rados_create_read_op();
+            rados_read_op_read(
+                op,
                 offset,
-            )
+                len,
+                buf.spare_capacity_mut().as_mut_ptr() as *mut c_char,
+                &mut bytes_read,
+                &mut op_rc,
+            );
+            let rc = rados_read_op_operate(op, io.0, o.as_ptr(), 0);
+            rados_release_read_op(op);
+            if rc < 0 { rc } else { op_rc }
         };
-        let n = (check("read", oid, rc)? as usize).min(len);
-        // SAFETY: librados wrote the first `n` bytes (its return value, at
-        // most `len`, which is within the capacity).
+        check("read", oid, rc)?;
+        let n = bytes_read.min(len);
+        // SAFETY: librados wrote the first `n` bytes (what it reports read,
+        // at most `len`, which is within the capacity).
         unsafe { buf.set_len(n) };
         Ok(buf)
     }
