@@ -1131,6 +1131,47 @@ for base in order:
 PY
 )
 
+# Every targeted ratio per run, with the share of each side's step the
+# hypervisor stole: stolen CPU moves a single ratio by 2x either way, so
+# the pairs where neither side lost more than 5 % are the ones to read.
+steal_table=$(python3 - "$results" "$machine_log" "$(nproc)" <<'PY'
+import re, statistics, sys
+steps = {}
+for line in open(sys.argv[2]):
+    run, name, t0, t1, c0, c1, *_ = line.rstrip("\n").split("\t")
+    d = [b - a for a, b in zip(map(int, c0.split(",")), map(int, c1.split(",")))]
+    if sum(d) > 0:
+        base = re.sub(r"-%s$" % re.escape(run), "", name)
+        # busy CPU-seconds (jiffies), seconds, stolen share, CPUs left
+        steps.setdefault((run, base), []).append((d[0], float(t1) - float(t0), d[2] / sum(d), (d[0] + d[1]) / sum(d)))
+ncpu = int(sys.argv[3])
+med = statistics.median
+rows, order = {}, []
+for line in open(sys.argv[1]):
+    run, group, job, unit, me, ref, rv, cpu, rcpu, rss, target, fs_step, ref_step = line.rstrip("\n").split("\t")
+    a, b = steps.get((run, fs_step)), steps.get((run, ref_step))
+    me, rv = float(me), float(rv)
+    if target == "-" or not a or not b or me <= 0 or rv <= 0:
+        continue
+    key = (job, ref, target)
+    if key not in rows:
+        rows[key] = ([], [])
+        order.append(key)
+    stolen_a, stolen_b = med(x[2] for x in a), med(x[2] for x in b)
+    # The CPU bound of this run alone (as in the table above).
+    per_unit = med(x[0] for x in a) / 100 / (me * med(x[1] for x in a))
+    bound = ncpu * med(x[3] for x in a) / per_unit / rv
+    clean = stolen_a <= 0.05 and stolen_b <= 0.05
+    rows[key][0 if clean else 1].append(
+        f"{run}: {me / rv:.2f}" + (f" (bound {bound:.2f})" if clean else f" ({100 * stolen_a:.0f} / {100 * stolen_b:.0f} %)"))
+print("| job | reference | target | clean runs: ratio (CPU bound) | other runs: ratio (stolen % rbdfs / ref.) |")
+print("|---|---|---|---|---|")
+for key in order:
+    clean, other = rows[key]
+    print(f"| {key[0]} | {key[1]} | ≥ {float(key[2]):g} | {', '.join(clean) or '-'} | {', '.join(other) or '-'} |")
+PY
+)
+
 # User and system CPU per GiB of the measured FUSE daemon (rbdfs's, or
 # rbd-fuse's in its steps), medians over the runs.
 split_table=$(python3 - "$cpu_split_log" <<'PY'
@@ -1172,6 +1213,11 @@ report=$(
     echo "and reference sides both near 100 % busy means the machine's CPUs, not waiting, set both rates):"
     echo
     echo "$machine_table"
+    echo
+    echo "Each targeted ratio per run, read by how much CPU the hypervisor stole from each side's step: clean runs"
+    echo "(both sides at most 5 % stolen) with the run's CPU bound, the others with each side's stolen share:"
+    echo
+    echo "$steal_table"
     echo
     echo "The FUSE daemon's CPU per GiB moved, user and system apart (medians over the runs; steps named"
     echo "*fuse* are rbd-fuse's, the others rbdfs's; system time is the kernel's work in the daemon's"
