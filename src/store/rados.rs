@@ -492,16 +492,10 @@ impl RadosPool {
     ) -> StoreResult<(Vec<u8>, Option<u64>)> {
         let mut want = 64usize << 10;
         loop {
-            let mut buf = vec![0u8; want];
-            // SAFETY: `io` is a live context, `o` a NUL-terminated CString,
-            // and `buf` is `want` bytes long, the most librados writes.
-            let rc =
-                unsafe { rados_read(io.0, o.as_ptr(), buf.as_mut_ptr() as *mut c_char, want, 0) };
-            let n = check("read", oid, rc)? as usize;
-            if n < want {
-                buf.truncate(n);
-                // SAFETY: `io.0` is a live context; the call only reads its
-                // last version.
+            let buf = read_at(io, oid, o, 0, want)?;
+            if buf.len() < want {
+                // SAFETY: `io.0` is a live context; the call only reads the
+                // version of its last synchronous operation, this read.
                 let version = unsafe { rados_get_last_version(io.0) };
                 return Ok((buf, Some(version)));
             }
@@ -569,41 +563,7 @@ impl ObjectStore for RadosPool {
     fn read(&self, oid: &str, offset: u64, len: usize, snap: SnapId) -> StoreResult<Vec<u8>> {
         let io = self.reader(snap)?;
         let o = oid_c(oid)?;
-        // Not zero-filled: librados overwrites what it returns, and pages
-        // never written stay untouched (no memset of a 4 MiB buffer per
-        // object, no resident pages before the reply arrives).
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        // A read operation, not rados_read: librados 16's rados_read copies
-        // the reply twice (the Objecter copies it into the caller's buffer,
-        // then the op's own result replaces that buffer and rados_read
-        // copies again), which profiles showed as 12 % of the daemon's CPU
-        // in a sequential read. A read op's result is copied once.
-        let mut bytes_read: usize = 0;
-        let mut op_rc: c_int = 0;
-        // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
-        // `buf` has capacity for `len` bytes, the most librados writes;
-        // `bytes_read` and `op_rc` outlive the synchronous operate call,
-        // and the op is released once, after it.
-        let rc = unsafe {
-            let op = rados_create_read_op();
-            rados_read_op_read(
-                op,
-                offset,
-                len,
-                buf.spare_capacity_mut().as_mut_ptr() as *mut c_char,
-                &mut bytes_read,
-                &mut op_rc,
-            );
-            let rc = rados_read_op_operate(op, io.0, o.as_ptr(), 0);
-            rados_release_read_op(op);
-            if rc < 0 { rc } else { op_rc }
-        };
-        check("read", oid, rc)?;
-        let n = bytes_read.min(len);
-        // SAFETY: librados wrote the first `n` bytes (what it reports read,
-        // at most `len`, which is within the capacity).
-        unsafe { buf.set_len(n) };
-        Ok(buf)
+        read_at(&io, oid, &o, offset, len)
     }
 
     fn read_full(&self, oid: &str) -> StoreResult<Vec<u8>> {
@@ -1111,4 +1071,44 @@ extern "C" fn watch_error_trampoline(arg: *mut c_void, _cookie: u64, err: i32) {
     // Drop has flushed all callbacks.
     let state = unsafe { &*(arg as *const WatchState) };
     let _ = (state.callback)(WatchEvent::Error(-err));
+}
+
+/// Up to `len` bytes of object `o` (named `oid`, for errors) from `offset`,
+/// through `io` (its read snapshot applies).
+fn read_at(io: &IoCtx, oid: &str, o: &CString, offset: u64, len: usize) -> StoreResult<Vec<u8>> {
+    // Not zero-filled: librados overwrites what it returns, and pages
+    // never written stay untouched (no memset of a 4 MiB buffer per
+    // object, no resident pages before the reply arrives).
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    // A read operation, not rados_read: librados 16's rados_read copies
+    // the reply twice (the Objecter copies it into the caller's buffer,
+    // then the op's own result replaces that buffer and rados_read
+    // copies again), which profiles showed as 12 % of the daemon's CPU
+    // in a sequential read. A read op's result is copied once.
+    let mut bytes_read: usize = 0;
+    let mut op_rc: c_int = 0;
+    // SAFETY: `io` is a live context, `o` a NUL-terminated CString, and
+    // `buf` has capacity for `len` bytes, the most librados writes;
+    // `bytes_read` and `op_rc` outlive the synchronous operate call,
+    // and the op is released once, after it.
+    let rc = unsafe {
+        let op = rados_create_read_op();
+        rados_read_op_read(
+            op,
+            offset,
+            len,
+            buf.spare_capacity_mut().as_mut_ptr() as *mut c_char,
+            &mut bytes_read,
+            &mut op_rc,
+        );
+        let rc = rados_read_op_operate(op, io.0, o.as_ptr(), 0);
+        rados_release_read_op(op);
+        if rc < 0 { rc } else { op_rc }
+    };
+    check("read", oid, rc)?;
+    let n = bytes_read.min(len);
+    // SAFETY: librados wrote the first `n` bytes (what it reports read,
+    // at most `len`, which is within the capacity).
+    unsafe { buf.set_len(n) };
+    Ok(buf)
 }
