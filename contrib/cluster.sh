@@ -208,6 +208,15 @@ bluestore block create = true
 bluestore block size = 16G
 bluestore fsck on mkfs = false
 osd memory target = $memory
+# The OSDs sit on sparse files, which bluestore classes as hdd, and an hdd
+# sleeps 5 s between snapshot-trim steps and between steps of deleting a
+# removed pool's PGs. The tests remove thousands of snapshots and dozens of
+# pools a run; at that pace the space never comes back and a cluster kept
+# for the next run fills its 16 GiB (nearfull after a day of runs).
+osd snap trim sleep hdd = 0
+osd snap trim sleep hybrid = 0
+osd delete sleep hdd = 0
+osd delete sleep hybrid = 0
 log file = $DIR/log/\$name.log
 pid file = $DIR/run/\$name.pid
 admin socket = $DIR/run/\$name.asok
