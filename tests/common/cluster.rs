@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rbdfs::store::rados::{ConnectOptions, RadosCluster, RadosPool};
 use tempfile::TempDir;
@@ -323,11 +323,25 @@ impl Drop for Scratch {
             }
         }
         for name in self.images.drain(..) {
-            match self.cluster.rbd_try(&["rm", "--no-progress", &spec(&name)]) {
-                Ok(o) if o.status.success() => {}
-                // Never created (test failed early) is fine.
-                Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No such file") => {}
-                r => eprintln!("warning: could not remove image {name}: {r:?}"),
+            // A killed client's watch outlives it by the OSD's watch timeout
+            // (30 s), and `rbd rm` refuses an image with watchers: wait that
+            // out, or every crash test leaves its image behind.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match self.cluster.rbd_try(&["rm", "--no-progress", &spec(&name)]) {
+                    Ok(o) if o.status.success() => {}
+                    // Never created (test failed early) is fine.
+                    Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No such file") => {}
+                    Ok(o)
+                        if String::from_utf8_lossy(&o.stderr).contains("still has watchers")
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_secs(2));
+                        continue;
+                    }
+                    r => eprintln!("warning: could not remove image {name}: {r:?}"),
+                }
+                break;
             }
         }
     }
