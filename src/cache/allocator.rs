@@ -118,7 +118,7 @@ fn resident_bytes() -> Option<u64> {
 /// memory back to the system, so each fresh buffer cost a page fault per
 /// 4 KiB, zeroed by the kernel: 130-150 thousand faults per GiB read or
 /// written, 16 % of the daemon's CPU in a sequential read (perf). At most
-/// [`KEPT_BYTES`] are kept, outside the cache's budget, and all of them
+/// `KEPT_BYTES` are kept, outside the cache's budget, and all of them
 /// are freed at a trim when none was reused since the last one.
 pub struct RecyclingAllocator;
 

@@ -8,7 +8,7 @@
 //! sequential-stream detector.
 //!
 //! - **Budget.** Everything the cache makes the process hold stays within
-//!   `capacity` (see [`clean`]): clean extents, dirty extents, the buffers
+//!   `capacity` (see `clean.rs`): clean extents, dirty extents, the buffers
 //!   of RADOS reads in flight, and librados's copies of reads and
 //!   write-backs in flight (librados copies both ways, so an operation in
 //!   flight costs twice its bytes). Dirty bytes alone stay within
@@ -16,7 +16,7 @@
 //!   written back); a writer that would go past waits while write-back
 //!   makes room (backpressure). Outside the budget: the request buffers of FUSE
 //!   threads (at most one request each) and the allocator's slack, which
-//!   [`allocator`] keeps small.
+//!   `allocator.rs` keeps small.
 //! - **Dirty data** (head only) is kept per object as non-overlapping runs,
 //!   newest bytes winning. An object's runs go to RADOS as one batch, and
 //!   an object has at most one batch in flight, so two writes of the same
@@ -374,7 +374,7 @@ pub struct Cache {
     shared: Arc<Shared>,
 }
 
-/// Tunes the C allocator for the cache's traffic (see [`allocator`]):
+/// Tunes the C allocator for the cache's traffic (see `allocator.rs`):
 /// call it first thing in `main`, before any thread starts. `Cache::new`
 /// calls it too, but arenas made by then (librados's threads) stay.
 pub fn tune_allocator() {

@@ -6,7 +6,7 @@
 //! through mount.fuse3: `rbdfs POOL MNT -o conf=...,id=...,ro`.
 //!
 //! Each mount option is declared once, in [`options::MountOptions`] (long
-//! flag, value, help, default); [`fstab`] rewrites `-o key=value,flag` into
+//! flag, value, help, default); `fstab.rs` rewrites `-o key=value,flag` into
 //! those long flags, so both forms go through the same clap parser.
 
 use std::ffi::OsString;

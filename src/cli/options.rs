@@ -146,6 +146,8 @@ pub struct MountOptions {
 
     /// Log to this file (default: stderr in the foreground, the system log
     /// once detached, as rbdfs[MOUNTPOINT] with facility daemon).
+    // The doc comment is the --help text, where [MOUNTPOINT] is literal.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "PATH", help_heading = LOGGING)]
     pub log_file: Option<PathBuf>,
     /// Debug logging (as -v; RUST_LOG overrides).

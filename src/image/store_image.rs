@@ -80,7 +80,7 @@ pub type QuiesceHook = Arc<dyn Fn() + Send + Sync>;
 const QUIESCE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl StoreImage {
-    /// Unwatches the header for good (see [`HeaderWatch::release`]).
+    /// Unwatches the header for good (see `HeaderWatch::release`).
     pub fn release_watch(&self) {
         self.watch.release();
     }

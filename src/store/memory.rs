@@ -1,7 +1,7 @@
 //! An in-memory RADOS cluster for tests of every layer above the store:
 //! pools of objects with the snapshot semantics of self-managed snapshots,
 //! omap and xattrs, the `rbd` and `lock` object classes (see
-//! [`cls_rbd`](self::cls_rbd) and [`cls_lock`](self::cls_lock)),
+//! [`cls_rbd`] and [`cls_lock`]),
 //! several clients with watch/notify between them, and the blocklist.
 //!
 //! An object keeps its head plus clones: a write carrying a snap context
