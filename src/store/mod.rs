@@ -293,21 +293,32 @@ pub trait ObjectStore: Send + Sync {
     /// the object grow in between (a header gaining a snapshot) and return
     /// a cut-off copy.
     fn read_full(&self, oid: &str) -> StoreResult<Vec<u8>> {
-        let mut want = 64 << 10;
-        loop {
-            let data = self.read(oid, 0, want, NOSNAP)?;
-            if data.len() < want {
-                return Ok(data);
-            }
-            if want as u64 >= MAX_METADATA_OBJECT {
-                return Err(StoreError::Errno {
-                    op: "read",
-                    oid: oid.to_string(),
-                    errno: libc::EFBIG,
-                });
-            }
-            want *= 4;
+        read_whole(oid, |want| self.read(oid, 0, want, NOSNAP))
+    }
+}
+
+/// The whole of small object `oid` through `read_from_start(len)` (a read
+/// of up to `len` bytes from offset 0), in one read when it fits in 64 KiB:
+/// the read grows fourfold until it comes back short, up to
+/// [`MAX_METADATA_OBJECT`] (EFBIG past it).
+pub(crate) fn read_whole(
+    oid: &str,
+    mut read_from_start: impl FnMut(usize) -> StoreResult<Vec<u8>>,
+) -> StoreResult<Vec<u8>> {
+    let mut want = 64 << 10;
+    loop {
+        let data = read_from_start(want)?;
+        if data.len() < want {
+            return Ok(data);
         }
+        if want as u64 >= MAX_METADATA_OBJECT {
+            return Err(StoreError::Errno {
+                op: "read",
+                oid: oid.to_string(),
+                errno: libc::EFBIG,
+            });
+        }
+        want *= 4;
     }
 }
 

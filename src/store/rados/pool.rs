@@ -132,24 +132,13 @@ impl RadosPool {
         oid: &str,
         o: &CString,
     ) -> StoreResult<(Vec<u8>, Option<u64>)> {
-        let mut want = 64usize << 10;
-        loop {
-            let buf = read_at(io, oid, o, 0, want)?;
-            if buf.len() < want {
-                // SAFETY: `io.0` is a live context; the call only reads the
-                // version of its last synchronous operation, this read.
-                let version = unsafe { rados_get_last_version(io.0) };
-                return Ok((buf, Some(version)));
-            }
-            if want as u64 >= MAX_METADATA_OBJECT {
-                return Err(StoreError::Errno {
-                    op: "read",
-                    oid: oid.to_string(),
-                    errno: libc::EFBIG,
-                });
-            }
-            want *= 4;
-        }
+        let buf = read_whole(oid, |want| read_at(io, oid, o, 0, want))?;
+        // SAFETY: `io.0` is a live context; the call only reads the version
+        // of its last synchronous operation: the last read above, if no
+        // other thread uses the context (tmap_update's is private to it;
+        // read_full, on the shared one, drops the version).
+        let version = unsafe { rados_get_last_version(io.0) };
+        Ok((buf, Some(version)))
     }
 
     pub(super) fn reader(&self, snap: SnapId) -> StoreResult<Arc<IoCtx>> {
